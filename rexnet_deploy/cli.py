@@ -1,0 +1,51 @@
+"""``rexnet-deploy``: one sub-command per stage.
+
+Each stage module has ``add_parser(subparsers)`` that registers its sub-command and sets
+``func(args) -> int``. The stage modules import torch and friends inside ``func``, so ``--help``
+stays fast. Exit codes: 0 ok, 1 a check failed, 2 bad usage or bad input (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import CheckFailed, UserError
+
+# Stage command modules, in pipeline order.
+COMMAND_MODULES = [
+    "rexnet_deploy.models.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rexnet-deploy",
+        description="Train, prune, quantize, export and benchmark ReXNet image classifiers for edge deployment.")
+    parser.add_argument("--version", action="version", version=f"rexnet-deploy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, CheckFailed) as exc:
+        print(f"rexnet-deploy {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"rexnet-deploy {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

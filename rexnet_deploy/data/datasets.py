@@ -1,0 +1,144 @@
+"""In-memory image datasets as uint8 NCHW tensors, and the evaluation preprocessing.
+
+Small datasets (Fashion-MNIST, CIFAR) are held whole as uint8 tensors: training augments them per
+batch on the training device, and evaluation, calibration and benchmarks all apply the same
+:class:`Preprocess` (scale to [0, 1], normalise by mean/std).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+# Statistics of the Fashion-MNIST training split after padding 28×28 → 32×32 with zeros (all 3 channels
+# equal), computed once from the Debian package's idx files.
+FASHION_MNIST_MEAN = (0.2190, 0.2190, 0.2190)
+FASHION_MNIST_STD = (0.3318, 0.3318, 0.3318)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What turns a uint8 image into the model's input; recorded in every manifest and compared."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(int(d["size"]), tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
+
+    def matches(self, other: "Preprocess", tol: float = 1e-4) -> bool:
+        return self.size == other.size and all(
+            abs(a - b) <= tol for a, b in zip(self.mean + self.std, other.mean + other.std))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW → normalised float32 NCHW (on the images' device)."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images.float().div_(255.0) - mean) / std
+
+
+@dataclass
+class ImageDataset:
+    """A split held in memory: ``images`` uint8 [N, 3, H, W], ``labels`` int64 [N]."""
+
+    name: str
+    split: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    preprocess: Preprocess
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> dict:
+        return {"dataset": self.name, "split": self.split, "num_images": len(self),
+                "preprocess": self.preprocess.to_dict(), "classes": list(self.classes)}
+
+    def batches(self, batch_size: int, limit: int | None = None):
+        """(normalised float32 images, labels) in order, for evaluation and calibration."""
+        n = len(self) if limit is None else min(limit, len(self))
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            yield self.preprocess(self.images[start:stop]), self.labels[start:stop]
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            data = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("not a uint8 IDX file")
+        shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+        arr = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+        return arr.reshape(shape)
+    except (OSError, EOFError, ValueError, struct.error) as exc:
+        raise UserError(f"{path} is not a readable IDX file ({exc}): reinstall the dataset "
+                        f"(apt-get install --reinstall dataset-fashion-mnist)") from None
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (root / name).is_file():
+            return root / name
+    raise UserError(f"Fashion-MNIST file {stem}(.gz) not found in {root}: install it with "
+                    f"`apt-get install dataset-fashion-mnist` or pass --data-dir to a folder holding the idx files")
+
+
+def load_fashion_mnist(split: str = "train", data_dir: str | Path | None = None) -> ImageDataset:
+    """Fashion-MNIST as 32×32 RGB: zero-padded by 2 pixels and repeated over 3 channels.
+
+    ``split``: ``train`` (60000) or ``test`` (10000). Looks in ``data_dir``, then
+    ``$REXNET_DEPLOY_FMNIST``, then the Debian package's folder.
+    """
+    root = Path(data_dir or os.environ.get("REXNET_DEPLOY_FMNIST") or FASHION_MNIST_DIR)
+    prefix = {"train": "train", "test": "t10k", "val": "t10k"}.get(split)
+    if prefix is None:
+        raise UserError(f"Fashion-MNIST has splits train and test, not {split!r}")
+    images = _read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
+    labels = _read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise UserError(f"Fashion-MNIST files in {root} disagree (images {images.shape}, labels {labels.shape}): "
+                        f"reinstall the dataset")
+    x = torch.from_numpy(np.pad(images, ((0, 0), (2, 2), (2, 2))))
+    x = x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    return ImageDataset("fashion_mnist", "test" if prefix == "t10k" else "train", x,
+                        torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES,
+                        Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD))
+
+
+DATASETS = {"fashion_mnist": load_fashion_mnist}
+
+
+def load_dataset(name: str, split: str, data_dir: str | Path | None = None) -> ImageDataset:
+    """Load a registered in-memory dataset split by name."""
+    try:
+        loader = DATASETS[name]
+    except KeyError:
+        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}") from None
+    return loader(split, data_dir)
+
+
+__all__ = ["DATASETS", "FASHION_MNIST_CLASSES", "ImageDataset", "Preprocess", "load_dataset",
+           "load_fashion_mnist"]

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: the Fashion-MNIST dataset (Debian package) and a virtual environment in .venv
+# with rexnet-deploy installed editable. Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -e /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] && [ -z "${REXNET_DEPLOY_FMNIST:-}" ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing Debian package dataset-fashion-mnist"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.rexnet-deploy-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: installing rexnet-deploy and its dependencies into .venv (about 2 minutes)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,openvino]"
+    echo "$want" > "$stamp"
+fi

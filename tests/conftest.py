@@ -1,0 +1,43 @@
+"""Shared fixtures: the real Fashion-MNIST data (Debian package) and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rexnet_deploy.data.datasets import FASHION_MNIST_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+torch.set_num_threads(2)
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics so eval-mode comparisons test real arithmetic."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def fmnist_available() -> bool:
+    path = Path(os.environ.get("REXNET_DEPLOY_FMNIST", FASHION_MNIST_DIR))
+    if not (path / "t10k-images-idx3-ubyte.gz").exists() and not (path / "t10k-images-idx3-ubyte").exists():
+        pytest.skip(f"Fashion-MNIST not installed at {path}: run scripts/setup.sh")
+    return True
+
+
+def run_cli(*args: str, timeout: int = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``rexnet-deploy`` as a user would, in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "rexnet_deploy", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or ROOT)
