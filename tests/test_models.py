@@ -261,5 +261,5 @@ def test_cli_help_version_models():
     import json
 
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
-    assert rows["rexnet_tiny_cifar"]["params"] == 1_944_440 and len(rows) == 12
+    assert rows["rexnet_tiny_cifar"]["params"] == 1_944_440 and len(rows) == 14
     assert run_cli("no-such-command").returncode == 2

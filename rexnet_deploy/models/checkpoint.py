@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from .rexnet import ReXNet
+from .rexnet import ChannelPlan, ReXNet
 
 # Our trainer writes {"model": state_dict, ...}; timm/others use these keys for the weights.
 _STATE_KEYS = ("model", "state_dict", "model_state", "state_dict_ema", "model_ema")
@@ -144,3 +144,54 @@ def load_checkpoint(model: ReXNet, path: str | Path) -> dict[str, Any]:
     obj = read_checkpoint(path)
     load_state_dict_checked(model, extract_state_dict(obj), str(path))
     return {k: v for k, v in obj.items() if k not in _STATE_KEYS}
+
+
+def save_model_checkpoint(model: ReXNet, path: str | Path, **meta: Any) -> Path:
+    """Write ``{"model": state_dict, "model_name", "width", "num_classes", "plan", **meta}`` atomically.
+
+    The channel plan is stored whenever it differs from the width's standard plan (a pruned model),
+    so :func:`load_model` rebuilds the exact architecture; ``meta`` carries provenance (dataset,
+    preprocess, metrics, source hash). Only tensors and plain Python values: loadable with
+    ``weights_only=True``.
+    """
+    from ..artifacts import atomic_path
+    from .registry import get_model_info
+
+    name = getattr(model, "model_name", None)
+    if name is None:
+        raise ValueError("model was not built by create_model (no model_name)")
+    standard = get_model_info(name).spec.plan(model.width)
+    ckpt = {"model": model.state_dict(), "model_name": name, "width": model.width,
+            "num_classes": model.num_classes, **meta}
+    if model.plan != standard:
+        ckpt["plan"] = model.plan.to_dict()
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return Path(path)
+
+
+def load_model(path: str | Path, model_name: str | None = None, width: float | None = None) -> tuple[ReXNet, dict]:
+    """Rebuild the model a checkpoint describes (name, width, classes, plan) and load it.
+
+    Returns ``(model in eval mode, the checkpoint's metadata)``. ``model_name``/``width`` are needed
+    only for files without that metadata (timm or official weights) and are checked against it.
+    """
+    from .registry import create_model
+
+    obj = read_checkpoint(path)
+    meta = {k: v for k, v in obj.items() if k not in _STATE_KEYS}
+    name = meta.get("model_name") or model_name
+    if name is None:
+        raise UserError(f"{path} does not say which model it holds: pass --model (and --width)")
+    if model_name and model_name != name:
+        raise UserError(f"{path} holds {name}, not {model_name}: drop --model or pick the right file")
+    saved_width = meta.get("width")
+    if width is not None and saved_width is not None and abs(width - saved_width) > 1e-9:
+        raise UserError(f"{path} holds {name} width {saved_width:g}, not {width:g}: pass --width {saved_width:g}")
+    sd = checkpoint_filter_fn(extract_state_dict(obj))
+    num_classes = meta.get("num_classes") or (sd["head.fc.weight"].shape[0] if "head.fc.weight" in sd else None)
+    plan = ChannelPlan.from_dict(meta["plan"]) if isinstance(meta.get("plan"), dict) else None
+    model = create_model(name, width=saved_width if saved_width is not None else width,
+                         num_classes=num_classes, plan=plan)
+    load_state_dict_checked(model, sd, str(path))
+    return model.eval(), meta

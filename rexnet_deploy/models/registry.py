@@ -85,6 +85,9 @@ for _w, _t1, _t5, _p, _m in [
 ]:
     register(ModelInfo(f"rexnet_lite_{round(_w * 100):03d}", "rexnet_lite", _w, _t1, _t5, _p, _m,
                        "clovaai/rexnet (lite)"))
+# Any-width entries: a family at a width of your choice (pruning targets, small CPU models).
+register(ModelInfo("rexnet", "rexnet", None, source="ReXNetV1 at any width (default 1.0)"))
+register(ModelInfo("rexnet_lite", "rexnet_lite", None, source="ReXNetV1-Lite at any width (default 1.0)"))
 # tiny-cifar: CIFAR-10 top-1 of the SGDMix multistep recipe (ysbsb/ReXNet-PyTorch), 1.94M params at w=0.7
 register(ModelInfo("rexnet_tiny_cifar", "rexnet_tiny_cifar", None, 95.13, None, 1.944, 0.232,
                    "ysbsb/ReXNet-PyTorch (CIFAR-10, w=0.7)"))
