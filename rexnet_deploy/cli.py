@@ -17,6 +17,13 @@ from .errors import CheckFailed, UserError
 # Stage command modules, in pipeline order.
 COMMAND_MODULES = [
     "rexnet_deploy.models.cli",
+    "rexnet_deploy.train.cli",
+    "rexnet_deploy.prune.cli",
+    "rexnet_deploy.quant.cli",
+    "rexnet_deploy.export.cli",
+    "rexnet_deploy.engines.cli",
+    "rexnet_deploy.bench.cli",
+    "rexnet_deploy.pipeline.cli",
 ]
 
 

@@ -41,3 +41,25 @@ def run_cli(*args: str, timeout: int = 600, cwd: Path | None = None) -> subproce
     """Run ``rexnet-deploy`` as a user would, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "rexnet_deploy", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd or ROOT)
+
+
+# ---------------------------------------------------------------- training fixtures (issue 3)
+FMNIST_TRAINED_SUBSET = 16000  # 2 epochs of 16000 images: about a minute on 2 idle cores
+FMNIST_TRAINED_VAL = 2000
+
+
+@pytest.fixture(scope="session")
+def fmnist_trained(tmp_path_factory, fmnist_available) -> Path:
+    """best.pt of a ``rexnet`` w=0.5, 10 classes, trained on Fashion-MNIST with the fmnist-cpu recipe
+    (shortened to ~1 minute on 2 cores; ≥ 80 % top-1 on the test split). Load it with ``load_model``."""
+    from rexnet_deploy.data import load_dataset
+    from rexnet_deploy.models import create_model
+    from rexnet_deploy.train import load_recipe, train_model
+
+    recipe = load_recipe("fmnist-cpu", {"epochs": 2, "train_subset": FMNIST_TRAINED_SUBSET})
+    torch.manual_seed(recipe.seed)
+    model = create_model("rexnet", width=0.5, num_classes=10, dropout=recipe.dropout)
+    result = train_model(model, recipe, load_dataset("fashion_mnist", "train"),
+                         load_dataset("fashion_mnist", "test").subset(FMNIST_TRAINED_VAL),
+                         tmp_path_factory.mktemp("fmnist_trained"), progress=False)
+    return result.best_checkpoint

@@ -75,6 +75,13 @@ class ImageDataset:
         return {"dataset": self.name, "split": self.split, "num_images": len(self),
                 "preprocess": self.preprocess.to_dict(), "classes": list(self.classes)}
 
+    def subset(self, count: int, seed: int = 0) -> "ImageDataset":
+        """``count`` images drawn at random (fixed by ``seed``), in their original order."""
+        if count >= len(self):
+            return self
+        keep = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+        return ImageDataset(self.name, self.split, self.images[keep], self.labels[keep], self.classes, self.preprocess)
+
     def batches(self, batch_size: int, limit: int | None = None):
         """(normalised float32 images, labels) in order, for evaluation and calibration."""
         n = len(self) if limit is None else min(limit, len(self))
@@ -128,7 +135,19 @@ def load_fashion_mnist(split: str = "train", data_dir: str | Path | None = None)
                         Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD))
 
 
-DATASETS = {"fashion_mnist": load_fashion_mnist}
+def _cifar10(split: str, data_dir: str | Path | None = None) -> ImageDataset:
+    from .cifar import load_cifar
+
+    return load_cifar("cifar10", split, data_dir)
+
+
+def _cifar100(split: str, data_dir: str | Path | None = None) -> ImageDataset:
+    from .cifar import load_cifar
+
+    return load_cifar("cifar100", split, data_dir)
+
+
+DATASETS = {"fashion_mnist": load_fashion_mnist, "cifar10": _cifar10, "cifar100": _cifar100}
 
 
 def load_dataset(name: str, split: str, data_dir: str | Path | None = None) -> ImageDataset:

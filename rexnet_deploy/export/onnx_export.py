@@ -55,3 +55,20 @@ def set_metadata(graph: onnx.ModelProto, metadata: dict[str, str]) -> None:
 def read_metadata(path: str | Path) -> dict[str, str]:
     graph = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in graph.metadata_props}
+
+
+def onnx_precision(path: str | Path) -> str:
+    """What precision an ONNX file carries: ``int8`` (Q/DQ nodes), ``fp16`` (half weights) or ``fp32``.
+
+    The precision lives in the file (strongly typed builds take it from there), so builders and
+    runners read it from the graph rather than trusting a file name.
+    """
+    graph = onnx.load(str(path), load_external_data=False).graph
+    ops = {n.op_type for n in graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}:
+        return "int8"
+    half = onnx.TensorProto.FLOAT16
+    if any(t.data_type == half for t in graph.initializer) or any(
+            a.name == "to" and a.i == half for n in graph.node if n.op_type == "Cast" for a in n.attribute):
+        return "fp16"
+    return "fp32"

@@ -2,5 +2,6 @@
 
 from .base import Runner, RuntimeUnavailable
 from .evaluate import evaluate, topk_correct
+from .open import open_runner
 
-__all__ = ["Runner", "RuntimeUnavailable", "evaluate", "topk_correct"]
+__all__ = ["Runner", "RuntimeUnavailable", "evaluate", "open_runner", "topk_correct"]

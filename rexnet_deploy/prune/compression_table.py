@@ -1,0 +1,274 @@
+"""The compression table: a source model, its pruned + fine-tuned versions, and the same size trained from scratch.
+
+Rows (all measured here, on the dataset's full test split):
+
+1. the source model (family at ``--source-width``, trained ``--source-epochs`` with the recipe);
+2. pruned to the family's ``--target-width`` plan, fine-tuned ``--finetune-epochs``;
+3. the same, fine-tuned with knowledge distillation from the source (``--kd-weight``);
+4. the ``--target-width`` model trained from scratch for source + fine-tune epochs (the same total);
+5. a global ``--macs`` prune of the source, fine-tuned like row 2.
+
+Columns: params, MACs (at the dataset's input size), top-1, and torch eager img/s at batch 64.
+Every run lives in ``--work`` and is reused when complete (a finished training run, a pruning folder
+with its report), so an interrupted table resumes. Writes ``compression.json``/``.md``/``.png``.
+
+CPU (Fashion-MNIST, rexnet 0.7 → 0.5 with the fmnist-cpu recipe; the recorded table)::
+
+    python -m rexnet_deploy.prune.compression_table --source-width 0.7 --target-width 0.5 --macs 0.5 \\
+        --source-epochs 6 --finetune-epochs 3 --finetune-lr 0.03 --kd-weight 0.5 --threads 1 \\
+        --work runs/compression --out bench/results/compression
+
+(tiny-cifar trains at 12–20 img/s on a 2-core CPU, hours per epoch: its table needs a GPU.)
+
+CIFAR-10 on a GPU (tiny-cifar 0.7 → 0.5, the seed's row)::
+
+    python -m rexnet_deploy.prune.compression_table --model rexnet_tiny_cifar --source-width 0.7 \\
+        --target-width 0.5 --dataset cifar10 --data-dir data/cifar10 --download \\
+        --recipe tiny-cifar-sgdmix-cosine --source-epochs 100 \\
+        --finetune-recipe tiny-cifar-sgd --finetune-epochs 30 --finetune-lr 0.01 \\
+        --device cuda --work runs/compression-cifar10 --out bench/results/compression-cifar10
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..artifacts import write_json
+from ..errors import UserError
+from ..models import count_macs, count_params, create_model, load_model
+from ..report import format_table, markdown_table
+
+BATCH = 64
+SPEED_ROUNDS = 3
+
+
+def _train(name: str, family: str, width: float, recipe, train_set, val_set, run_dir: Path, device: str,
+           progress: bool) -> Path:
+    """Train (or resume, or reuse a finished run) and return its best checkpoint."""
+    from ..train import train_model
+
+    best, last = run_dir / "best.pt", run_dir / "last.pt"
+    if last.is_file():
+        _, meta = load_model(last)
+        if int(meta.get("epoch", 0)) >= recipe.epochs and best.is_file():
+            print(f"{name}: reusing the finished run {run_dir}")
+            return best
+    print(f"{name}: training {family} w{width:g} for {recipe.epochs} epochs in {run_dir}")
+    torch.manual_seed(recipe.seed)
+    model = create_model(family, width=width, num_classes=train_set.num_classes, dropout=recipe.dropout)
+    result = train_model(model, recipe, train_set, val_set, run_dir, resume=last.is_file(), progress=progress,
+                         device=device)
+    return result.best_checkpoint
+
+
+def _prune(name: str, source: Path, run_dir: Path, progress: bool, **kwargs: Any) -> Path:
+    """A prune_checkpoint run (reused when its report exists; a half-written one is redone)."""
+    from .stage import prune_checkpoint
+
+    if (run_dir / "report.json").is_file():
+        print(f"{name}: reusing {run_dir}")
+        return run_dir / "finetuned.pt"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    print(f"{name}: pruning into {run_dir}")
+    return prune_checkpoint(source, run_dir, progress=progress, **kwargs)
+
+
+def images_per_second(models: list[torch.nn.Module], dataset, device: str, rounds: int = SPEED_ROUNDS) -> list[float]:
+    """Torch eager (NCHW) throughput at batch 64 on real test images, for each model.
+
+    Each model's img/s is 64 / its median step time, and the median over ``rounds`` round-robin passes
+    over all models, so a burst of other work on a shared machine lands on one pass of every model
+    alike rather than on one row.
+    """
+    from statistics import median
+
+    from ..bench.harness import speed_input
+    from ..bench.timing import Timing, measure_steps, summarize_timings
+    from ..runtime.torch_runner import TorchRunner
+
+    batch = speed_input(dataset, BATCH)
+    runners = [TorchRunner(m, device=device) for m in models]
+    passes: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for runner, speeds in zip(runners, passes):
+            x = torch.from_numpy(batch).to(runner.device)
+            times, _ = measure_steps(lambda r=runner, x=x: r.infer_tensor(x), Timing(),
+                                     cuda=runner.device.type == "cuda")
+            speeds.append(BATCH * 1e3 / summarize_timings(times, BATCH)["ms"]["median"])
+    return [median(speeds) for speeds in passes]
+
+
+def measure(label: str, path: Path, test_set, input_size: tuple[int, int, int], epochs: str, device: str,
+            progress: bool) -> tuple[dict[str, Any], torch.nn.Module]:
+    """A table row (without img/s) and the loaded model."""
+    from ..runtime.evaluate import evaluate
+    from ..runtime.torch_runner import TorchRunner
+
+    model, meta = load_model(path)
+    metrics = evaluate(TorchRunner(model, device=device), test_set, progress=progress)
+    return {"model": label, "architecture": f"{model.model_name} w{model.width:g}"
+            + (" (pruned plan)" if "plan" in meta else ""),
+            "params": count_params(model), "macs": count_macs(model, input_size), "top1": metrics["top1"],
+            "top5": metrics["top5"], "epochs": epochs, "checkpoint": str(path)}, model
+
+
+def _plot(rows: list[dict], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in rows:
+        ax.scatter(r["macs"] / 1e6, r["top1"], s=40)
+        ax.annotate(r["model"], (r["macs"] / 1e6, r["top1"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("MACs (M)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def build_table(args: argparse.Namespace) -> dict[str, Any]:
+    from ..bench.machine import machine_facts
+    from ..train.cli import load_datasets
+    from ..train.recipe import load_recipe
+    from ..train.trainer import distributed_env
+
+    if not args.target_width < args.source_width:
+        raise UserError(f"--target-width {args.target_width:g} must be below --source-width {args.source_width:g}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    base = {"dataset": args.dataset, "seed": args.seed}
+    source_recipe = load_recipe(args.recipe, {**base, "epochs": args.source_epochs})
+    scratch_recipe = load_recipe(args.recipe, {**base, "epochs": args.source_epochs + args.finetune_epochs})
+    train_set, test_set = load_datasets(source_recipe, args.data_dir, args.download, distributed_env(device))
+    input_size = (3, test_set.preprocess.size, test_set.preprocess.size)
+    progress = not args.no_progress
+    started = time.perf_counter()
+
+    source = Path(args.source) if args.source else _train(
+        "source", args.model, args.source_width, source_recipe, train_set, test_set, work / "source", device, progress)
+    finetune = {"recipe": args.finetune_recipe or args.recipe, "epochs": args.finetune_epochs, "dataset": args.dataset,
+                "data_dir": args.data_dir, "device": device, "importance": args.importance, "steps": args.steps,
+                "overrides": {"lr": args.finetune_lr, "seed": args.seed}}
+    width_ft = _prune("pruned to plan", source, work / "prune-width", progress, width=args.target_width, **finetune)
+    width_kd = _prune("pruned to plan + KD", source, work / "prune-width-kd", progress, width=args.target_width,
+                      kd_weight=args.kd_weight, kd_temperature=args.kd_temperature, **finetune)
+    scratch = _train("from scratch", args.model, args.target_width, scratch_recipe, train_set, test_set,
+                     work / "scratch", device, progress)
+    macs_ft = _prune("global MACs prune", source, work / "prune-macs", progress, macs_ratio=args.macs, **finetune)
+
+    se, fe = args.source_epochs, args.finetune_epochs
+    runs = [
+        (f"source {args.model} w{args.source_width:g}", source, f"{se}"),
+        (f"pruned to w{args.target_width:g} plan + fine-tuned", width_ft, f"{se} + {fe}"),
+        (f"pruned to w{args.target_width:g} plan + fine-tuned with KD (weight {args.kd_weight:g})", width_kd,
+         f"{se} + {fe}"),
+        (f"w{args.target_width:g} from scratch", scratch, f"{se + fe}"),
+        (f"--macs {args.macs:g} global prune + fine-tuned", macs_ft, f"{se} + {fe}"),
+    ]
+    measured = [measure(label, path, test_set, input_size, epochs, device, progress) for label, path, epochs in runs]
+    rows = [row for row, _ in measured]
+    for row, speed in zip(rows, images_per_second([model for _, model in measured], test_set, device)):
+        row["img_per_s"] = speed
+    src, scratch_row = rows[0], rows[3]
+    for r in rows:
+        r["delta_top1_vs_source"] = r["top1"] - src["top1"]
+    goals = [{"model": r["model"], "top1": r["top1"], "within_1_point_of_source": src["top1"] - r["top1"] <= 1.0,
+              "not_worse_than_scratch": r["top1"] >= scratch_row["top1"]} for r in rows[1:3]]
+    return {"command": " ".join([Path(sys.executable).name, "-m", "rexnet_deploy.prune.compression_table",
+                                 *sys.argv[1:]]),
+            "dataset": test_set.name, "test_images": len(test_set), "input_size": list(input_size),
+            "recipe": args.recipe, "speed": {"runtime": "torch eager FP32 NCHW", "batch": BATCH,
+                                             "threads": torch.get_num_threads(), "device": device,
+                                             "rounds": SPEED_ROUNDS},
+            "rows": rows, "goals": goals, "total_minutes": (time.perf_counter() - started) / 60,
+            "machine": machine_facts(), "notes": args.note}
+
+
+def display_rows(rows: list[dict]) -> list[dict]:
+    return [{"model": r["model"], "params (M)": round(r["params"] / 1e6, 3), "MACs (M)": round(r["macs"] / 1e6, 2),
+             "top-1": r["top1"], "Δ top-1": r["delta_top1_vs_source"], "img/s": round(r["img_per_s"]),
+             "epochs": r["epochs"]} for r in rows]
+
+
+def write_table(table: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    speed = table["speed"]
+    threads = f"{speed['threads']} thread{'s' if speed['threads'] != 1 else ''}"
+    md = [f"# Compression: {table['dataset']} ({table['test_images']} test images, "
+          f"{table['input_size'][1]}×{table['input_size'][2]})", "",
+          f"Recipe `{table['recipe']}`. top-1 on the whole test split; Δ against the source. img/s: "
+          f"{speed['runtime']}, batch {speed['batch']}, {threads} on {speed['device']} ({table['machine']['cpu']}), "
+          f"64 / median step time, median of {speed['rounds']} round-robin passes.", "",
+          markdown_table(display_rows(table["rows"]))]
+    for g in table["goals"]:
+        md.append(f"- {g['model']}: within 1 point of the source — "
+                  f"{'yes' if g['within_1_point_of_source'] else 'NO'}; not worse than from scratch — "
+                  f"{'yes' if g['not_worse_than_scratch'] else 'NO'}")
+    md += [f"- total time {table['total_minutes']:.1f} min", "", f"Produced by: `{table['command']}`", ""]
+    if table["notes"]:
+        md += [f"Note: {table['notes']}", ""]
+    paths = [write_json(out / "compression.json", table)]
+    (out / "compression.md").write_text("\n".join(md))
+    paths.append(out / "compression.md")
+    paths.append(_plot(table["rows"], out / "compression.png", f"{table['dataset']}: top-1 vs MACs"))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rexnet_deploy.prune.compression_table", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="rexnet", help="any-width family (default rexnet)")
+    p.add_argument("--source-width", type=float, default=0.7)
+    p.add_argument("--target-width", type=float, default=0.5)
+    p.add_argument("--macs", type=float, default=0.5, help="budget of the global-prune row (default 0.5)")
+    p.add_argument("--recipe", default="fmnist-cpu", help="recipe of the source and from-scratch runs")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--data-dir")
+    p.add_argument("--download", action="store_true", help="fetch CIFAR if missing")
+    p.add_argument("--source-epochs", type=int, default=6)
+    p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--finetune-recipe", help="recipe for fine-tuning (default: --recipe)")
+    p.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: the recipe's)")
+    p.add_argument("--importance", default="l2")
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--kd-weight", type=float, default=0.5)
+    p.add_argument("--kd-temperature", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--source", help="an already trained source checkpoint (skips training it)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="torch threads for the whole run, img/s column included "
+                                               "(default: torch's)")
+    p.add_argument("--work", default="runs/compression", help="where the runs go (reused when complete)")
+    p.add_argument("--out", default="bench/results/compression")
+    p.add_argument("--note", default="", help="a remark stored with the table (e.g. machine load)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        table = build_table(args)
+    except UserError as exc:
+        print(f"compression_table: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    for path in write_table(table, Path(args.out)):
+        print(f"wrote {path}")
+    print(format_table(display_rows(table["rows"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""``rexnet-deploy calib`` and ``rexnet-deploy quantize``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .layouts import METHODS, TARGETS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calib", help="draw a calibration set (stratified, seeded, preprocessed) into calib/")
+    p.add_argument("--dataset", default="fashion_mnist", help="dataset whose training split is drawn from")
+    p.add_argument("--num-images", type=int, default=512, help="images in the set (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    p.add_argument("--out", type=Path, help="tensor file to write (default calib/<dataset>-<N>-s<seed>.pt)")
+    p.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
+    p.set_defaults(func=run_calib)
+
+    p = sub.add_parser("quantize", help="INT8 (Q/DQ, per target) or FP16 ONNX from an exported FP32 ONNX")
+    p.add_argument("onnx", type=Path, help="FP32 ONNX model from `rexnet-deploy export`")
+    p.add_argument("--precision", choices=("int8", "fp16"), default="int8")
+    p.add_argument("--calib", type=Path, help="calibration set from `rexnet-deploy calib` (int8)")
+    p.add_argument("--method", choices=METHODS, default="minmax", help="activation range calibration (int8)")
+    p.add_argument("--target", choices=TARGETS, default="ort-cpu",
+                   help="Q/DQ layout: ort-cpu = uint8 activations, tensorrt = symmetric int8 only (int8)")
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="top-1 points INT8 may lose against FP32 before sensitive units stay float (default 0.5)")
+    p.add_argument("--max-float-units", type=int, default=16, help="most units the fallback keeps in float")
+    p.add_argument("--eval-images", type=int, help="measure top-1 on the first N validation images (default all)")
+    p.add_argument("--no-eval", action="store_true", help="skip the accuracy measurement (and so the fallback)")
+    p.add_argument("--dataset", help="validation dataset (default: the calibration set's, or the model's metadata)")
+    p.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
+    p.add_argument("--out", type=Path, help="output ONNX (default beside the input: <name>-int8-<target>-<method>"
+                                            ".onnx or <name>-fp16.onnx)")
+    p.set_defaults(func=run_quantize)
+
+
+def run_calib(args: argparse.Namespace) -> int:
+    from ..artifacts import read_manifest
+    from .calibration import build_calibration_set
+
+    path = build_calibration_set(args.dataset, args.num_images, args.seed, args.out, args.data_dir)
+    manifest = read_manifest(path)
+    print(f"calibration set {path}: {manifest['num_images']} images of {manifest['dataset']}/{manifest['split']} "
+          f"(seed {manifest['seed']}), per class {manifest['class_counts']}; manifest {path}.json")
+    return 0
+
+
+def _eval_dataset_name(args: argparse.Namespace) -> str | None:
+    if args.dataset:
+        return args.dataset
+    if args.calib is not None:
+        from ..artifacts import read_manifest
+
+        return read_manifest(args.calib).get("dataset")
+    from ..export import read_metadata
+
+    return read_metadata(args.onnx).get("dataset")
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from ..data import load_dataset
+    from ..errors import UserError
+    from .fp16 import convert_fp16
+    from .int8 import quantize_onnx
+
+    if not args.onnx.is_file():
+        raise UserError(f"ONNX file {args.onnx} does not exist: check the path or run `rexnet-deploy export`")
+    if args.precision == "int8" and args.calib is None:
+        raise UserError("--calib is required for int8: build a set with `rexnet-deploy calib --dataset <name>`")
+    eval_set = None
+    if not args.no_eval:
+        name = _eval_dataset_name(args)
+        if name is None:
+            print("note: accuracy not measured: pass --dataset to name the validation dataset")
+        else:
+            eval_set = load_dataset(name, "val", args.data_dir)
+    stem = args.onnx.with_suffix("")
+    if args.precision == "fp16":
+        out = convert_fp16(args.onnx, args.out or Path(f"{stem}-fp16.onnx"), eval_set=eval_set,
+                           eval_images=args.eval_images)
+    else:
+        out = quantize_onnx(args.onnx, args.calib, args.out or Path(f"{stem}-int8-{args.target}-{args.method}.onnx"),
+                            method=args.method, target=args.target, eval_set=eval_set, max_drop=args.max_drop,
+                            eval_images=args.eval_images, max_float_units=args.max_float_units)
+    return _report(out, args.precision)
+
+
+def _report(out: Path, precision: str) -> int:
+    """One table row from the artifact's manifest; exit 1 when the INT8 accuracy budget did not hold."""
+    from ..artifacts import read_manifest
+    from ..errors import CheckFailed
+    from ..report import format_table
+
+    manifest = read_manifest(out)
+    acc = manifest.get("accuracy")
+    row = {"artifact": str(out), "precision": precision, "target": manifest.get("target", "—"),
+           "method": manifest.get("method", "—"), "MB": manifest["size_bytes"] / 1e6}
+    if acc:
+        row.update({"images": acc["num_images"], "fp32 top-1": acc["fp32"]["top1"],
+                    f"{precision} top-1": acc[precision]["top1"], "drop": acc["top1_drop"]})
+    print(format_table([row]))
+    if precision == "int8":
+        units = [u["unit"] for u in manifest["float_units"]]
+        print(f"kept in float: {', '.join(units) if units else 'nothing'}; layout: {manifest['layout']['activations']}"
+              f" activations, {manifest['layout']['weights']} weights; manifest {out}.json")
+        if acc and not acc["within_budget"]:
+            raise CheckFailed(f"INT8 top-1 drop {acc['top1_drop']:.2f} points exceeds --max-drop {acc['max_drop']} "
+                               f"even with {len(units)} units in float; {out} was written: try --method entropy, "
+                               f"a larger --max-float-units or --max-drop")
+    return 0

@@ -1,0 +1,165 @@
+"""``rexnet-deploy train``: a recipe, overridable flag by flag, on one CPU/GPU or many under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# flag → recipe key, for the common ones; any other key goes through --set KEY=VALUE
+_FLAG_KEYS = ("model", "width", "dataset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule",
+              "warmup_epochs", "label_smoothing", "train_subset", "val_subset", "seed", "ema", "workers")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a ReXNet with a recipe (CPU, one GPU, or torchrun for many)",
+                       description="Train a ReXNet. Recipes live in rexnet_deploy/recipes/ (--list); every key "
+                                   "can be overridden by a flag or --set KEY=VALUE. Multi-GPU: torchrun "
+                                   "--nproc_per_node=N -m rexnet_deploy train ...")
+    p.add_argument("--recipe", help="recipe name or YAML file (default: fmnist-cpu, or the resumed run's)")
+    p.add_argument("--list", action="store_true", help="list the packaged recipes and exit")
+    p.add_argument("--model", help="registry name, e.g. rexnet, rexnet_tiny_cifar, rexnet_100")
+    p.add_argument("--width", type=float, help="width multiplier (any-width families)")
+    p.add_argument("--dataset", help="fashion_mnist, cifar10, cifar100 or imagefolder")
+    p.add_argument("--data-dir", help="dataset folder (ImageFolder: holds train/ and val/)")
+    p.add_argument("--download", action="store_true", help="fetch CIFAR-10/100 into --data-dir if missing")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", help="sgd, sgdp, adam, adamw, adamp or sgdmix")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", help="cosine, step, multistep or constant")
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--train-subset", type=int, help="train on this many images drawn at random")
+    p.add_argument("--val-subset", type=int, help="validate on this many images drawn at random")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--ema", action="store_true", default=None, help="keep an EMA of the weights")
+    p.add_argument("--workers", type=int, help="DataLoader workers (ImageFolder)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe key")
+    p.add_argument("--out", help="run folder (default runs/<recipe>-<time>/)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_OR_CHECKPOINT",
+                   help="continue --out's last.pt, or the given run folder / checkpoint")
+    p.add_argument("--teacher", help="checkpoint of a teacher model: train with knowledge distillation")
+    p.add_argument("--kd-weight", type=float, default=0.5, help="weight of the distillation loss (with --teacher)")
+    p.add_argument("--kd-temperature", type=float, default=4.0)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic algorithms (bit-exact resume on the same machine)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars, one line per epoch")
+    p.set_defaults(func=run)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from ..errors import UserError
+
+    values = {key: getattr(args, key) for key in _FLAG_KEYS}
+    values["deterministic"] = args.deterministic
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r} must look like KEY=VALUE")
+        import yaml
+
+        values[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return values
+
+
+def _resume_dir(resume: str | bool | None, out: str | None) -> Path | None:
+    if resume is None:
+        return None
+    if resume is True:
+        if not out:
+            from ..errors import UserError
+
+            raise UserError("--resume without a path needs --out naming the run folder")
+        return Path(out)
+    path = Path(resume)
+    return path.parent if path.is_file() else path
+
+
+def load_datasets(recipe, data_dir: str | None, download: bool, env):
+    """(train, val) splits for the recipe's dataset; CIFAR is downloaded first if asked."""
+    from ..data import DATASETS, load_dataset
+    from ..errors import UserError
+
+    if recipe.dataset == "imagefolder":
+        from ..data.imagefolder import load_image_folder_splits
+
+        if not data_dir:
+            raise UserError("dataset imagefolder needs --data-dir (a folder with train/ and val/)")
+        return load_image_folder_splits(data_dir, input_size=recipe.input_size, crop_pct=recipe.crop_pct,
+                                        interpolation=recipe.interpolation)
+    if recipe.dataset not in DATASETS:
+        raise UserError(f"unknown dataset {recipe.dataset!r}: choose one of {', '.join(DATASETS)} or imagefolder")
+    if download:
+        if not recipe.dataset.startswith("cifar"):
+            raise UserError(f"--download fetches CIFAR only; {recipe.dataset} is installed otherwise "
+                            f"(Fashion-MNIST: apt-get install dataset-fashion-mnist)")
+        from ..data.cifar import download_cifar
+
+        if env.main:
+            download_cifar(recipe.dataset, data_dir)
+        env.barrier()
+    return load_dataset(recipe.dataset, "train", data_dir), load_dataset(recipe.dataset, "test", data_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    import torch
+
+    from ..errors import UserError
+    from ..models import create_model, load_model
+    from ..report import format_table
+    from .recipe import list_recipes, load_recipe
+    from .trainer import distributed_env, train_model
+
+    if args.list:
+        rows = [{"recipe": name, "description": load_recipe(name).description} for name in list_recipes()]
+        print(format_table(rows))
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    resume_dir = _resume_dir(args.resume, args.out)
+    recipe_source = args.recipe
+    if recipe_source is None:
+        saved = resume_dir / "recipe.yaml" if resume_dir else None
+        recipe_source = saved if saved is not None and saved.is_file() else "fmnist-cpu"
+    recipe = load_recipe(recipe_source, _overrides(args))
+    env = distributed_env(args.device)
+
+    if args.out:
+        out = Path(args.out)
+    elif resume_dir is not None:
+        out = resume_dir
+    else:
+        stamp = [dt.datetime.now().strftime("%Y%m%d-%H%M%S")]
+        if env.world > 1:  # every process must write to rank 0's folder
+            torch.distributed.broadcast_object_list(stamp, src=0)
+        out = Path("runs") / f"{recipe.name}-{stamp[0]}"
+    resume = False if args.resume is None else (True if args.resume is True else Path(args.resume))
+
+    train_set, val_set = load_datasets(recipe, args.data_dir, args.download, env)
+    teacher = None
+    if args.teacher:
+        teacher, _ = load_model(args.teacher)
+        if teacher.num_classes != train_set.num_classes:
+            raise UserError(f"teacher {args.teacher} has {teacher.num_classes} classes, the dataset "
+                            f"{train_set.num_classes}: pick a teacher trained on {train_set.name}")
+    torch.manual_seed(recipe.seed)  # the same initial weights on every process and every run
+    model = create_model(recipe.model, width=recipe.width, num_classes=train_set.num_classes,
+                         dropout=recipe.dropout)
+    result = train_model(model, recipe, train_set, val_set, out, resume=resume, teacher=teacher,
+                         kd_temperature=args.kd_temperature, kd_weight=args.kd_weight if teacher else 0.0,
+                         progress=not args.no_progress, device=args.device)
+    if env.main:
+        best = max(result.metrics, key=lambda r: r.get("ema_top1", r["val_top1"]))
+        print(format_table([{"run": str(result.run_dir), "model": f"{recipe.model} w{model.width:g}",
+                             "epochs": result.metrics[-1]["epoch"], "best epoch": best["epoch"],
+                             "top-1": result.best_top1, "top-5": best.get("ema_top5", best["val_top5"]),
+                             "time (min)": result.metrics[-1]["elapsed_s"] / 60}]))
+        print(f"best checkpoint: {result.best_checkpoint}\ncurves: {result.run_dir / 'curves.png'}")
+    if env.world > 1:
+        torch.distributed.destroy_process_group()
+    return 0

@@ -1,0 +1,325 @@
+"""Bench and the CI gate: real runs of a tiny model through torch and ONNX Runtime on Fashion-MNIST."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import ROOT, randomize_bn, run_cli
+
+from rexnet_deploy.artifacts import write_manifest
+from rexnet_deploy.bench import (
+    SCHEMA_PATH,
+    Timing,
+    check_results,
+    load_baseline,
+    load_suite,
+    percentile,
+    run_bench,
+    summarize_timings,
+    write_junit,
+)
+from rexnet_deploy.bench.timing import measure_steps
+from rexnet_deploy.cli import main
+from rexnet_deploy.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD, Preprocess
+from rexnet_deploy.engines import build_engine
+from rexnet_deploy.errors import UserError
+from rexnet_deploy.export import export_onnx
+from rexnet_deploy.models import create_model, save_model_checkpoint
+
+FMNIST_PRE = Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+# one thread: OpenMP with 2 threads on 2 cores that other work also uses slows torch down ~100× (measured)
+QUICK = ["--eval-images", "64", "--batches", "1,4", "--threads", "1", "--warmup-steps", "1", "--warmup-seconds", "0",
+         "--steps", "6", "--min-steps", "3", "--max-seconds", "1"]
+
+# ---- percentiles and timing: pure functions -------------------------------------------------------------------
+
+def test_percentile_of_a_known_list_interpolates_linearly():
+    values = [40, 15, 50, 20, 35]  # sorted: 15 20 35 40 50; rank = q/100 * 4
+    assert percentile(values, 0) == 15
+    assert percentile(values, 40) == pytest.approx(29.0)  # rank 1.6: 20 + 0.6 * 15
+    assert percentile(values, 50) == 35
+    assert percentile(values, 90) == pytest.approx(46.0)  # rank 3.6: 40 + 0.6 * 10
+    assert percentile(values, 99) == pytest.approx(49.6)  # rank 3.96
+    assert percentile(values, 100) == 50
+    assert percentile([7.5], 99) == 7.5
+    rng = np.random.default_rng(0)
+    sample = rng.exponential(3.0, 101).tolist()
+    for q in (1, 25, 50, 90, 99, 99.9):
+        assert percentile(sample, q) == pytest.approx(float(np.percentile(sample, q)), rel=1e-12)
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+def test_summarize_timings_of_a_known_list():
+    stats = summarize_timings([2.0, 4.0, 10.0, 4.0], batch=8)
+    assert stats["steps"] == 4 and stats["batch"] == 8
+    assert stats["ms"] == pytest.approx({"mean": 5.0, "median": 4.0, "p50": 4.0, "p90": 8.2, "p99": 9.82,
+                                         "min": 2.0, "max": 10.0})
+    assert stats["img_per_s"] == pytest.approx(8 * 4 / 0.020)  # 32 images in 20 ms
+
+def test_measure_steps_warms_up_then_times_the_asked_number_of_steps():
+    calls = []
+    times, warmed = measure_steps(lambda: calls.append(1), Timing(warmup_steps=3, warmup_seconds=0, steps=7,
+                                                                   min_steps=1, max_seconds=100))
+    assert warmed == 3 and len(times) == 7 and len(calls) == 10 and all(t >= 0 for t in times)
+    with pytest.raises(UserError, match="min_steps"):
+        Timing(steps=5, min_steps=6)
+
+# ---- a tiny real model: checkpoint + ONNX ---------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """A small ImageNet-layout ReXNet for 10 classes with random weights, as checkpoint and ONNX (+ manifests)."""
+    root = tmp_path_factory.mktemp("bench-tiny")
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("rexnet", width=0.25, num_classes=10))
+    ckpt = save_model_checkpoint(model, root / "tiny.pt", dataset="fashion_mnist", preprocess=FMNIST_PRE.to_dict())
+    onnx_path = export_onnx(model, root / "tiny.onnx", (3, 32, 32))
+    write_manifest(onnx_path, {"precision": "fp32", "preprocess": FMNIST_PRE.to_dict()})
+    build_engine(onnx_path, root / "tiny.openvino.xml", "openvino")
+    other = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    wrong = save_model_checkpoint(model, root / "tiny-other-pre.pt", preprocess=other.to_dict())
+    return {"ckpt": ckpt, "onnx": onnx_path, "wrong_pre": wrong, "root": root}
+
+@pytest.fixture(scope="session")
+def cli_run(tiny, fmnist_available, tmp_path_factory) -> tuple[object, Path, dict]:
+    """One real `rexnet-deploy bench` run: torch eager + ONNX Runtime, 64 images, batch sweep 1,4."""
+    out = tmp_path_factory.mktemp("bench-cli") / "run"
+    proc = run_cli("bench", "--checkpoint", str(tiny["ckpt"]), "--onnx", str(tiny["onnx"]), *QUICK, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc, out, json.loads((out / "results.json").read_text())
+
+def test_bench_cli_end_to_end(cli_run):
+    proc, out, results = cli_run
+    for name in ("results.json", "results.md", "accuracy_vs_latency.png", "throughput_vs_batch.png"):
+        assert (out / name).is_file(), name
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = proc.stdout.splitlines()[0]
+    for column in ("format", "precision", "size MB", "top-1", "top-5", "ms/step b4", "img/s b4", "p99 ms b4",
+                   "× img/s b4", "Δ top-1", "status"):
+        assert column in header
+    torch_row, ort_row = results["rows"]
+    assert (torch_row["name"], ort_row["name"]) == ("torch:tiny", "onnx:tiny")
+    assert torch_row["status"] == ort_row["status"] == "ok"
+    assert torch_row["is_reference"] and ort_row["reference"] == "torch:tiny"
+    assert torch_row["runner"]["threads"] == 1 and ort_row["runner"]["threads"] == 1
+    assert torch_row["preprocess_checked"] and ort_row["preprocess_checked"]
+    assert ort_row["precision"] == "fp32" and ort_row["format"] == "onnxruntime (cpu)"
+    # the same weights in two runtimes: the same predictions on (nearly) every image
+    assert torch_row["accuracy"]["num_images"] == 64
+    assert abs(torch_row["accuracy"]["top1"] - ort_row["accuracy"]["top1"]) <= 100 / 64 + 1e-9
+    for row in (torch_row, ort_row):
+        assert [s["batch"] for s in row["speed"]] == [1, 4]
+        for s in row["speed"]:
+            assert 3 <= s["steps"] == len(s["raw_ms"]) <= 6 and s["timer"] == "perf_counter"
+            for q in (50, 90, 99):  # the stored percentiles are those of the stored raw timings
+                assert s["ms"][f"p{q}"] == pytest.approx(percentile(s["raw_ms"], q), rel=1e-3, abs=1e-3)
+    ratios = ort_row["ratios"]
+    assert set(ratios["speedup"]) == {"1", "4"}
+    b4 = {r["name"]: next(s for s in r["speed"] if s["batch"] == 4) for r in results["rows"]}
+    assert ratios["speedup"]["4"] == pytest.approx(b4["onnx:tiny"]["img_per_s"] / b4["torch:tiny"]["img_per_s"])
+    assert results["suite"]["threads"] == 1 and results["machine"]["cpu"]
+    assert "onnxruntime" in json.dumps(results["machine"]["tool_versions"])
+    md = (out / "results.md").read_text()
+    assert "## Batch sweep" in md and "![accuracy vs latency](accuracy_vs_latency.png)" in md
+
+def test_results_validate_against_the_schema(cli_run):
+    _, _, results = cli_run
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.validate(results)
+    broken = []
+    bad = copy.deepcopy(results)
+    bad["rows"][0]["status"] = "great"
+    broken.append(bad)
+    bad = copy.deepcopy(results)
+    del bad["rows"][1]["accuracy"]
+    broken.append(bad)
+    bad = copy.deepcopy(results)
+    bad["rows"][1]["speed"] = []  # an ok row must have timings
+    broken.append(bad)
+    bad = copy.deepcopy(results)
+    bad["rows"][1]["status"], bad["rows"][1]["reason"] = "skipped", "no GPU"  # a skipped row cannot carry numbers
+    broken.append(bad)
+    for doc in broken:
+        assert not validator.is_valid(doc)
+
+# ---- the gate ----------------------------------------------------------------------------------------------------
+
+def test_gate_passes_at_the_measured_floor_and_fails_above_it(cli_run, tmp_path):
+    _, out, results = cli_run
+    top1 = results["rows"][1]["accuracy"]["top1"]
+    assert check_results(results, {"artifacts": {"cli/onnx:tiny": {"min_top1": top1}}})
+    report = check_results(out / "results.json", {"artifacts": {"cli/onnx:tiny": {"min_top1": top1 + 0.01}}})
+    assert not report and [o.check for o in report.failures] == [f"top-1 ≥ {top1 + 0.01:.2f}"]
+
+    # the same through the CLI, with JUnit XML
+    for floor, code in ((top1, 0), (top1 + 0.01, 1)):
+        baseline = tmp_path / f"b{code}.yaml"
+        baseline.write_text(yaml.safe_dump({"artifacts": {"*/onnx:tiny": {"min_top1": floor}}}))
+        junit = tmp_path / f"junit{code}.xml"
+        proc = run_cli("check", str(out), "--baseline", str(baseline), "--junit", str(junit))
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        suite = ET.parse(junit).getroot().find("testsuite")
+        assert suite.get("tests") == "1" and suite.get("failures") == str(code)
+        assert ("FAIL" in proc.stdout) == bool(code)
+        if code:
+            assert "check(s) failed" in proc.stderr and "Traceback" not in proc.stderr
+
+def test_gate_drops_are_one_sided_and_measured_in_the_same_run(cli_run):
+    _, _, results = cli_run
+    ref_top1 = results["rows"][0]["accuracy"]["top1"]
+    gate = {"artifacts": {"cli/onnx:tiny": {"max_drop": 0.5}}}
+    better, worse = copy.deepcopy(results), copy.deepcopy(results)
+    better["rows"][1]["accuracy"]["top1"] = ref_top1 + 5.0  # an improvement passes however large
+    worse["rows"][1]["accuracy"]["top1"] = ref_top1 - 0.6
+    assert check_results(better, gate)
+    assert not check_results(worse, gate)
+    # the drop is against the reference in the SAME results: lowering both rows together still passes
+    both = copy.deepcopy(worse)
+    both["rows"][0]["accuracy"]["top1"] = ref_top1 - 0.6
+    assert check_results(both, gate)
+
+def test_gate_speed_floors_missing_rows_and_skips(cli_run):
+    _, _, results = cli_run
+    speedup = results["rows"][1]["ratios"]["speedup"]["4"]
+    assert check_results(results, {"artifacts": {"cli/onnx:tiny": {"min_speedup": {4: speedup * 0.99}}}})
+    assert not check_results(results, {"artifacts": {"cli/onnx:tiny": {"min_speedup": {4: speedup * 1.01}}}})
+    assert not check_results(results, {"artifacts": {"cli/onnx:tiny": {"min_speedup": {64: 0.1}}}})  # not measured
+    assert not check_results(results, {"artifacts": {"cli/renamed": {"min_top1": 0}}})  # matches no row
+    skipped = copy.deepcopy(results)
+    skipped["rows"][1].update(status="skipped", reason="no GPU", accuracy=None, speed=[], ratios=None)
+    assert check_results(skipped, {"artifacts": {"cli/onnx:tiny": {"min_top1": 99}}})
+    assert not check_results(skipped, {"artifacts": {"cli/onnx:tiny": {"min_top1": 99, "allow_skip": False}}})
+    failed = copy.deepcopy(skipped)
+    failed["rows"][1]["status"] = "failed"
+    assert not check_results(failed, {"artifacts": {"cli/onnx:tiny": {"min_top1": 0}}})
+    # a drop against a reference that did not run is a failure, not a pass
+    no_ref = copy.deepcopy(results)
+    no_ref["rows"][0].update(status="skipped", reason="no GPU", accuracy=None, speed=[])
+    assert not check_results(no_ref, {"artifacts": {"cli/onnx:tiny": {"max_drop": 1.0}}})
+
+def test_junit_marks_skips(cli_run, tmp_path):
+    _, _, results = cli_run
+    skipped = copy.deepcopy(results)
+    skipped["rows"][1].update(status="skipped", reason="no GPU", accuracy=None, speed=[], ratios=None)
+    report = check_results(skipped, {"artifacts": {"*": {"min_top1": 0}}})
+    root = ET.parse(write_junit(report, tmp_path / "j.xml")).getroot()
+    assert root.find("testsuite").get("skipped") == "1" and report.passed
+
+# ---- suites: several artifacts, rows that cannot run ------------------------------------------------------------
+
+def _write_suite(path: Path, tiny: dict, extra: list[dict]) -> Path:
+    suite = {"name": "t", "eval_images": 32, "batches": [1, 2], "threads": 1,
+             "timing": {"warmup_steps": 1, "warmup_seconds": 0, "steps": 3, "min_steps": 2, "max_seconds": 1},
+             "vars": {"root": str(tiny["root"])},
+             "models": [{"name": "tiny", "artifacts": [
+                 {"name": "ort-fp32", "onnx": "${root}/tiny.onnx"},
+                 {"name": "torch-fp32", "checkpoint": "${root}/tiny.pt"},
+                 *extra]}]}
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where TensorRT/CUDA cannot run")
+def test_unavailable_backends_give_skipped_rows_and_the_run_goes_on(tiny, fmnist_available, tmp_path):
+    suite_path = _write_suite(tmp_path / "s.yaml", tiny, [
+        {"name": "openvino-fp32", "engine": "${root}/tiny.openvino.xml"},
+        {"name": "ort-tensorrt", "onnx": "${root}/tiny.onnx", "device": "tensorrt"},
+        {"name": "torch-cuda", "checkpoint": "${root}/tiny.pt", "device": "cuda"},
+        {"name": "trt-engine", "engine": "${root}/tiny.engine", "optional": True},
+        {"name": "other-preprocess", "checkpoint": "${root}/tiny-other-pre.pt"},
+    ])
+    results = run_bench(load_suite(suite_path), tmp_path / "out", progress=False)
+    rows = {r["name"]: r for r in results["rows"]}
+    assert rows["ort-fp32"]["status"] == rows["torch-fp32"]["status"] == "ok"
+    assert rows["ort-fp32"]["reference"] == "torch-fp32"  # the torch eager row, wherever it is listed
+    assert rows["ort-fp32"]["ratios"]["versus"] == "torch-fp32"
+    ov = rows["openvino-fp32"]
+    assert ov["status"] == "ok" and ov["format"] == "openvino" and ov["runner"]["backend"] == "openvino"
+    assert ov["runner"]["threads"] == 1 and ov["precision"] == "fp32"
+    assert abs(ov["ratios"]["top1_delta"]) <= 100 / 32 + 1e-9  # same weights: at most one image of 32 differs
+    assert rows["ort-tensorrt"]["status"] == "skipped" and "TensorrtExecutionProvider" in rows["ort-tensorrt"]["reason"]
+    assert rows["torch-cuda"]["status"] == "skipped" and "CUDA" in rows["torch-cuda"]["reason"]
+    assert rows["trt-engine"]["status"] == "skipped" and "not found" in rows["trt-engine"]["reason"]
+    assert rows["other-preprocess"]["status"] == "failed" and "preprocessing" in rows["other-preprocess"]["reason"]
+    for name in ("ort-tensorrt", "torch-cuda", "trt-engine", "other-preprocess"):
+        assert rows[name]["ratios"] is None and rows[name]["speed"] == [] and rows[name]["accuracy"] is None
+    jsonschema.validate(results, json.loads(SCHEMA_PATH.read_text()))
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "skipped: " in md and "failed: " in md
+
+def test_bench_refuses_bad_input_in_one_line(tiny, tmp_path, capsys):
+    missing = _write_suite(tmp_path / "m.yaml", tiny, [{"name": "gone", "onnx": str(tmp_path / "gone.onnx")}])
+    with pytest.raises(UserError, match="gone.onnx does not exist"):
+        run_bench(load_suite(missing), progress=False)
+    unknown = tmp_path / "u.yaml"
+    unknown.write_text("models: [{name: a, artifacts: [{onnx: x.onnx, devise: cpu}]}]\n")
+    undefined = tmp_path / "v.yaml"
+    undefined.write_text("models: [{name: a, artifacts: [{onnx: '${nowhere}/x.onnx'}]}]\n")
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    cases = [
+        (["bench"], "nothing to bench"),
+        (["bench", "--suite", str(unknown)], "unknown key 'devise'"),
+        (["bench", "--suite", str(undefined)], "--set nowhere=VALUE"),
+        (["bench", "--suite", "no-such-suite"], "known suites: "),
+        (["bench", "--onnx", str(tiny["onnx"]), "--batches", "1,x"], "batch sizes must be integers"),
+        (["bench", "--onnx", str(tiny["onnx"]), *QUICK, "--out", str(occupied)], "holds other files"),
+        (["check", str(tmp_path / "nothing.json"), "--baseline", "fmnist-cpu"], "not found"),
+    ]
+    for args, message in cases:  # in-process: the CLI's own error handling, without a subprocess per case
+        try:
+            code = main(args)
+        except SystemExit as exc:  # argparse rejects malformed flags itself
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert message in err and "Traceback" not in err, (args, err)
+    assert (occupied / "keep.txt").read_text() == "mine"
+
+def test_committed_suites_and_baselines_parse():
+    suites = sorted((ROOT / "bench" / "suites").glob("*.yaml"))
+    baselines = sorted((ROOT / "bench" / "baselines").glob("*.yaml"))
+    assert suites and baselines
+    names = set()
+    for path in suites:
+        suite = load_suite(path)
+        assert suite.dataset == "fashion_mnist" and suite.threads == 2
+        names |= {f"{g.name}/{a.name}" for g, a in suite.artifacts()}
+    for path in baselines:
+        entries, _ = load_baseline(path)
+        for pattern in entries:  # every baseline entry names a row some suite produces
+            assert any(fnmatch.fnmatchcase(n, pattern) for n in names), (path.name, pattern)
+    with pytest.raises(UserError, match="unknown key 'min_top'"):
+        load_baseline({"artifacts": {"a/b": {"min_top": 1}}})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA-event timing of device inputs)")
+def test_gpu_rows_time_device_inputs_with_cuda_events(tiny, fmnist_available, tmp_path):
+    suite_path = _write_suite(tmp_path / "g.yaml", tiny, [
+        {"name": "torch-cuda", "checkpoint": "${root}/tiny.pt", "device": "cuda"},
+        {"name": "ort-cuda", "onnx": "${root}/tiny.onnx", "device": "cuda"},
+    ])
+    results = run_bench(load_suite(suite_path), progress=False)
+    rows = {r["name"]: r for r in results["rows"]}
+    gpu = rows["torch-cuda"]
+    assert gpu["status"] == "ok" and results["machine"]["gpus"]
+    assert all(s["timer"] == "cuda_events" and s["input_on_device"] for s in gpu["speed"])
+    assert abs(gpu["ratios"]["top1_delta"]) <= 100 / 32 + 1e-9
+    # ONNX Runtime takes host inputs: timed by the wall clock around its copies (skipped if its CUDA libs are absent)
+    assert rows["ort-cuda"]["status"] in ("ok", "skipped")
+    assert all(s["timer"] == "perf_counter" and not s["input_on_device"] for s in rows["ort-cuda"]["speed"])
