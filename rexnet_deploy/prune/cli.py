@@ -42,17 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _recipe_overrides(args: argparse.Namespace) -> dict:
     """--lr and --set KEY=VALUE (VALUE read as YAML, as ``rexnet-deploy train --set`` does)."""
-    import yaml
+    from ..train.recipe import parse_set_overrides
 
-    from ..errors import UserError
-
-    values = {"lr": args.lr}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--set {item!r} must look like KEY=VALUE")
-        values[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return values
+    return {"lr": args.lr, **parse_set_overrides(args.set)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -138,6 +139,10 @@ def summary_markdown(summary: dict, results: dict) -> str:
              f"(details, raw timings and plots: results.md / results.json). ONNX Runtime CPU, "
              f"{results['suite']['threads']} threads; top-1 on {results['dataset']['dataset']} "
              f"{results['dataset']['split']}; ratios against each model's ort-fp32 row.", "",
+             f"1-minute load average on this {summary['load_average_1min']['cores']}-core machine: "
+             f"{summary['load_average_1min']['before']:.1f} before the timed run, "
+             f"{summary['load_average_1min']['after']:.1f} after (other work shared the CPU when it is above "
+             f"the core count; timings are then noisy, ratios less so than absolute img/s).", "",
              markdown_table(summary["rows"]), "", "## Goal", ""]
     for g in summary["goals"]:
         best = g["best"]
@@ -184,8 +189,12 @@ def run(args: argparse.Namespace, command: str) -> int:
                    for name, rows in files.items())
     suite = Suite(groups=groups, name="quant", dataset=DATASET, split="test", eval_images=args.eval_images,
                   batches=(1, 64), headline_batch=64, threads=2, timing=Timing(steps=100, max_seconds=5.0))
+    load_before = os.getloadavg()
     results = run_bench(suite, args.out, command=command)
     summary = quant_summary(results, files)
+    # the machine is shared: the load average says how much else ran while the timings were taken
+    summary["load_average_1min"] = {"before": load_before[0], "after": os.getloadavg()[0],
+                                    "cores": os.cpu_count()}
     write_json(args.out / "quant-summary.json", {"created": results["created"], "command": command, **summary})
     with atomic_path(args.out / "quant-summary.md") as tmp:
         tmp.write_text(summary_markdown(summary, results))

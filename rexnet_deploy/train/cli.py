@@ -51,18 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from ..errors import UserError
+    from .recipe import parse_set_overrides
 
     values = {key: getattr(args, key) for key in _FLAG_KEYS}
     values["deterministic"] = args.deterministic
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--set {item!r} must look like KEY=VALUE")
-        import yaml
-
-        values[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return values
+    return {**values, **parse_set_overrides(args.set)}
 
 
 def _resume_dir(resume: str | bool | None, out: str | None) -> Path | None:

@@ -100,6 +100,17 @@ class Recipe:
 _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 
 
+def parse_set_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` flags as recipe overrides (VALUE read as YAML: numbers, lists, booleans)."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r} must look like KEY=VALUE")
+        values[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return values
+
+
 def recipe_dir() -> Path:
     return Path(str(resources.files("rexnet_deploy") / "recipes"))
 
