@@ -134,7 +134,8 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
 
     # bad names fail here, before any long work
     recipe = load_recipe(cfg.recipe, cfg.train_overrides)
-    baseline = load_baseline(cfg.baseline) if cfg.baseline else None
+    if cfg.baseline:
+        load_baseline(cfg.baseline)
     cfg.out.mkdir(parents=True, exist_ok=True)
     source = _train(cfg, recipe, log)
     recipe_dataset = recipe.dataset
@@ -170,8 +171,8 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
     results = run_bench(suite, cfg.out / "bench", command="rexnet-deploy pipeline")
     print(terminal_table(results))
     verdict = None
-    if baseline is not None:
-        report = check_results(results, baseline)
+    if cfg.baseline:
+        report = check_results(results, cfg.baseline)
         write_junit(report, cfg.out / "bench" / "junit.xml")
         from ..report import format_table
 
