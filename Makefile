@@ -12,7 +12,7 @@ pipeline-quick: setup
 	.venv/bin/rexnet-deploy pipeline --quick
 
 lint: setup
-	.venv/bin/ruff check rexnet_deploy tests
+	.venv/bin/ruff check rexnet_deploy tests scripts
 
 test: setup lint
 	.venv/bin/python -m pytest -q tests

@@ -21,6 +21,7 @@ from rexnet_deploy.bench import (
     Timing,
     check_results,
     load_baseline,
+    load_results,
     load_suite,
     percentile,
     run_bench,
@@ -33,7 +34,7 @@ from rexnet_deploy.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD, P
 from rexnet_deploy.engines import build_engine
 from rexnet_deploy.errors import UserError
 from rexnet_deploy.export import export_onnx
-from rexnet_deploy.models import create_model, save_model_checkpoint
+from rexnet_deploy.models import create_model, load_model, save_model_checkpoint
 
 FMNIST_PRE = Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
 # one thread: OpenMP with 2 threads on 2 cores that other work also uses slows torch down ~100× (measured)
@@ -299,6 +300,9 @@ def test_committed_suites_and_baselines_parse():
         suite = load_suite(path)
         assert suite.dataset == "fashion_mnist" and suite.threads == 2
         names |= {f"{g.name}/{a.name}" for g, a in suite.artifacts()}
+    # the pipeline builds its suite from its own run: its row names are those of the recorded run
+    recorded = load_results(ROOT / "bench" / "results" / "pipeline-quick" / "results.json")
+    names |= {f"{r['group']}/{r['name']}" for r in recorded["rows"]}
     for path in baselines:
         entries, _ = load_baseline(path)
         for pattern in entries:  # every baseline entry names a row some suite produces
@@ -323,3 +327,27 @@ def test_gpu_rows_time_device_inputs_with_cuda_events(tiny, fmnist_available, tm
     # ONNX Runtime takes host inputs: timed by the wall clock around its copies (skipped if its CUDA libs are absent)
     assert rows["ort-cuda"]["status"] in ("ok", "skipped")
     assert all(s["timer"] == "perf_counter" and not s["input_on_device"] for s in rows["ort-cuda"]["speed"])
+
+
+def test_profile_sums_kernel_time_and_macs_by_layer_kind(tiny, tmp_path):
+    from rexnet_deploy.bench.profile import profile_onnx
+    from rexnet_deploy.models import count_macs
+
+    profile = profile_onnx(tiny["onnx"], batch=2, threads=1, runs=3)
+    rows = {r["layer kind"]: r for r in profile["rows"]}
+    assert {"depthwise conv", "1×1 conv", "k×k conv (stem)", "classifier"} <= set(rows)
+    assert all(r["ms / batch"] >= 0 for r in rows.values()) and profile["kernel_ms_per_batch"] > 0
+    assert sum(r["time %"] for r in rows.values()) == pytest.approx(100, abs=0.5)
+    # the MACs read from the ONNX graph's shapes are the model's own count
+    model, _ = load_model(tiny["ckpt"])
+    assert profile["macs_per_image"] == count_macs(model, (3, 32, 32))
+    assert rows["1×1 conv"]["MACs %"] > rows["depthwise conv"]["MACs %"]
+
+    proc = run_cli("profile", str(tiny["onnx"]), "--batch", "2", "--runs", "2", "--threads", "1",
+                   "--out", str(tmp_path / "prof"))
+    assert proc.returncode == 0, proc.stderr
+    assert "depthwise conv" in proc.stdout
+    for name in ("profile.json", "profile.md", "profile.png"):
+        assert (tmp_path / "prof" / name).is_file(), name
+    bad = run_cli("profile", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "p2"))
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

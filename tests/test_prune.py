@@ -329,3 +329,14 @@ def test_cli_prunes_fine_tunes_and_reports(fmnist_trained, tmp_path):
     assert model.plan == ChannelPlan.from_dict(report["plan"])
     assert meta["pruning"]["mode"] == "macs" and meta["dataset"] == "fashion_mnist"
     assert (out / "report.md").read_text().count("|") > 10
+
+
+def test_compression_table_refuses_to_reuse_a_run_of_another_recipe(tmp_path):
+    from rexnet_deploy.prune.compression_table import _train
+    from rexnet_deploy.train.recipe import load_recipe, write_recipe
+
+    run = tmp_path / "source"
+    run.mkdir()
+    write_recipe(load_recipe("fmnist-cpu", {"weight_decay": 0.1}), run / "recipe.yaml")
+    with pytest.raises(UserError, match=r"another recipe \(weight_decay differ\): delete it or pass another --work"):
+        _train("source", "rexnet", 0.5, load_recipe("fmnist-cpu"), None, None, run, "cpu", False)

@@ -42,7 +42,7 @@ def test_every_packaged_recipe_loads():
             "tiny-cifar-sgdmix-multistep", "tiny-cifar-sgdmix-cosine", "tiny-cifar-adam",
             "tiny-cifar-adam-cutmix", "tiny-cifar-adam-randaugment-cutmix"} <= set(names)
     for name in names:
-        load_recipe(name)
+        assert load_recipe(name).name == name  # a derived recipe keeps its own name, not its base's
     mix = load_recipe("tiny-cifar-sgdmix-multistep")  # base chain: sgdmix-step → sgd
     assert (mix.optimizer, mix.schedule, mix.milestones, mix.switch_epoch, mix.switch_weight_decay) == \
         ("sgdmix", "multistep", [30.0, 60.0, 90.0], 28, 1e-5)

@@ -13,6 +13,7 @@ from pathlib import Path
 def add_parser(sub: argparse._SubParsersAction) -> None:
     add_bench_parser(sub)
     add_check_parser(sub)
+    add_profile_parser(sub)
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -76,6 +77,19 @@ def add_check_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", required=True, help="baseline YAML/JSON, or a name in bench/baselines/")
     p.add_argument("--junit", metavar="PATH", help="also write JUnit XML for CI systems")
     p.set_defaults(func=run_check_command)
+
+
+def add_profile_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="where the time goes: ONNX Runtime kernel time and MACs per layer kind",
+                       description="Profile ONNX files in ONNX Runtime on the CPU and sum kernel time by layer kind "
+                                   "(depthwise, 1×1, activations, Q/DQ, …) beside each kind's share of the MACs. "
+                                   "Writes profile.json, profile.md and profile.png to --out.")
+    p.add_argument("onnx", nargs="+", help="ONNX files (FP32, FP16 or INT8 Q/DQ)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=20, help="profiled runs after 5 warm-up runs (default 20)")
+    p.add_argument("--out", help="results folder (default bench/runs/profile-<time>/)")
+    p.set_defaults(func=run_profile_command)
 
 
 def build_suite(args: argparse.Namespace):
@@ -143,4 +157,23 @@ def run_check_command(args: argparse.Namespace) -> int:
         first = report.failures[0]
         raise CheckFailed(f"{len(report.failures)} check(s) failed, first: {first.artifact}: {first.check} "
                           f"({first.detail or f'measured {first.measured:.4g}'})")
+    return 0
+
+
+def run_profile_command(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..report import format_table
+    from .profile import profile_onnx, write_profiles
+    from .results import check_out_dir
+
+    if args.batch < 1 or args.runs < 1:
+        raise UserError(f"--batch and --runs must be positive (got {args.batch}, {args.runs})")
+    out = check_out_dir(args.out or Path("bench/runs") / f"profile-{_dt.datetime.now():%Y%m%d-%H%M%S}",
+                        marker="profile.json")
+    profiles = [profile_onnx(path, args.batch, args.threads, args.runs) for path in args.onnx]
+    for p in profiles:
+        print(f"\n{p['model']}: {p['kernel_ms_per_batch']:.2f} ms kernel time per batch of {p['batch']}")
+        print(format_table(p["rows"]))
+    write_profiles(profiles, out, shlex.join(["rexnet-deploy", *sys.argv[1:]]))
+    print(f"\nresults: {out}/profile.json, profile.md, profile.png")
     return 0

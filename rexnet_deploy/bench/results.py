@@ -186,12 +186,12 @@ def plot_results(results: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def check_out_dir(out_dir: str | Path) -> Path:
-    """Refuse an output folder that holds anything but an earlier bench result (it is replaced whole)."""
+def check_out_dir(out_dir: str | Path, marker: str = RESULTS_FILE) -> Path:
+    """Refuse an output folder that holds anything but an earlier result (``marker`` there); it is replaced whole."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file: give a folder for the results")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / RESULTS_FILE).is_file():
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / marker).is_file():
         raise UserError(f"--out {out_dir} holds other files and would be replaced: choose a new or empty folder")
     return out_dir
 

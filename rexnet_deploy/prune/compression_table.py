@@ -32,6 +32,7 @@ CIFAR-10 on a GPU (tiny-cifar 0.7 → 0.5, the seed's row)::
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import time
@@ -40,7 +41,7 @@ from typing import Any
 
 import torch
 
-from ..artifacts import write_json
+from ..artifacts import atomic_path, write_json
 from ..errors import UserError
 from ..models import count_macs, count_params, create_model, load_model
 from ..report import format_table, markdown_table
@@ -53,8 +54,16 @@ def _train(name: str, family: str, width: float, recipe, train_set, val_set, run
            progress: bool) -> Path:
     """Train (or resume, or reuse a finished run) and return its best checkpoint."""
     from ..train import train_model
+    from ..train.recipe import load_recipe
 
     best, last = run_dir / "best.pt", run_dir / "last.pt"
+    if (run_dir / "recipe.yaml").is_file():  # reuse or resume only a run of this very recipe
+        saved = load_recipe(run_dir / "recipe.yaml").to_dict()
+        changed = sorted(k for k, v in recipe.to_dict().items()
+                         if k not in ("name", "description") and saved.get(k) != v)
+        if changed:
+            raise UserError(f"{run_dir} was trained with another recipe ({', '.join(changed)} differ): "
+                            f"delete it or pass another --work")
     if last.is_file():
         _, meta = load_model(last)
         if int(meta.get("epoch", 0)) >= recipe.epochs and best.is_file():
@@ -135,7 +144,8 @@ def _plot(rows: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
 
@@ -190,8 +200,7 @@ def build_table(args: argparse.Namespace) -> dict[str, Any]:
         r["delta_top1_vs_source"] = r["top1"] - src["top1"]
     goals = [{"model": r["model"], "top1": r["top1"], "within_1_point_of_source": src["top1"] - r["top1"] <= 1.0,
               "not_worse_than_scratch": r["top1"] >= scratch_row["top1"]} for r in rows[1:3]]
-    return {"command": " ".join([Path(sys.executable).name, "-m", "rexnet_deploy.prune.compression_table",
-                                 *sys.argv[1:]]),
+    return {"command": shlex.join(["python", "-m", "rexnet_deploy.prune.compression_table", *sys.argv[1:]]),
             "dataset": test_set.name, "test_images": len(test_set), "input_size": list(input_size),
             "recipe": args.recipe, "speed": {"runtime": "torch eager FP32 NCHW", "batch": BATCH,
                                              "threads": torch.get_num_threads(), "device": device,
@@ -224,7 +233,8 @@ def write_table(table: dict[str, Any], out: Path) -> list[Path]:
     if table["notes"]:
         md += [f"Note: {table['notes']}", ""]
     paths = [write_json(out / "compression.json", table)]
-    (out / "compression.md").write_text("\n".join(md))
+    with atomic_path(out / "compression.md") as tmp:
+        tmp.write_text("\n".join(md))
     paths.append(out / "compression.md")
     paths.append(_plot(table["rows"], out / "compression.png", f"{table['dataset']}: top-1 vs MACs"))
     return paths

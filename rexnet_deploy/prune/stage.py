@@ -203,10 +203,10 @@ def prune_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, model_name:
 
 def _markdown(report: dict) -> str:
     p = report["pruning"]
-    target = f"width-{p['width']:g} plan" if p["mode"] == "width" else \
+    target = f"the width-{p['width']:g} plan" if p["mode"] == "width" else \
         f"{p['ratio']:g}× the source's {'MACs' if p['mode'] == 'macs' else 'parameters'}"
     lines = [f"# Pruning report: {report['source']}", "",
-             f"Pruned to the {target} with {p['importance']} importance in {p['steps']} step(s); "
+             f"Pruned to {target} with {p['importance']} importance in {p['steps']} step(s); "
              f"dataset {report['dataset'] or '—'} at {report['input_size'][1]}×{report['input_size'][2]}.", "",
              markdown_table(display_rows(report["rows"]))]
     off = p["widths_off_multiple_of_8"]

@@ -196,7 +196,8 @@ def _load_values(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> dict[
         if key not in _FIELDS:
             raise _unknown(key, str(path))
         values[key] = _coerce(key, value, str(path))
-    values.setdefault("name", path.stem)
+    if "name" not in data:  # a derived recipe is named after its own file, not its base's
+        values["name"] = path.stem
     return values
 
 

@@ -496,7 +496,7 @@ def train_model(model: nn.Module, recipe: Recipe, train_set: ImageDataset | Fold
                 distribute_bn(model, env.world, reduce=True)
         train_time = time.perf_counter() - t0
         val = evaluate_model(model, val_data, env, use_amp)
-        row = {"epoch": epoch + 1, "lr": phase.optimizer.param_groups[0]["lr"], "optimizer": phase.name,
+        row = {"epoch": epoch + 1, "steps": spe, "lr": phase.optimizer.param_groups[0]["lr"], "optimizer": phase.name,
                "train_loss": loss_sum.item() / (spe * env.world), "val_loss": val["loss"],
                "val_top1": val["top1"], "val_top5": val["top5"]}
         tracked, eval_model = val, model
