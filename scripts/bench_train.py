@@ -96,7 +96,8 @@ def main() -> int:
              "train loss": round(r["train_loss"], 4),
              "val loss": round(r["val_loss"], 4), "top-1": r["val_top1"], "top-5": r["val_top5"],
              "img/s": round(r["train_img_s"]), "elapsed (s)": round(r["elapsed_s"])} for r in history]
-    summary = [{"wall (min)": round(wall / 60, 2), "test top-1": test["top1"], "test top-5": test["top5"],
+    summary = [{"wall (min)": round(wall / 60, 2), "test images": test["num_images"], "test top-1": test["top1"],
+                "test top-5": test["top5"],
                 "goal": f"≥ {goal[0]} % in ≤ {goal[1] / 60:g} min" if goal else "—",
                 "passed": "—" if result["passed"] is None else result["passed"]}]
     md = (f"# Training run: {args.recipe}\n\n`{result['command']}` on {result['machine']['cpu']} "
