@@ -55,7 +55,9 @@ def main() -> int:
                    "--threads", str(args.threads), "--no-progress", "--out", str(run)]
         load_before = os.getloadavg()
         start = time.perf_counter()
-        subprocess.run(command, check=True, cwd=ROOT)
+        code = subprocess.run(command, cwd=ROOT).returncode
+        if code:  # the train command has already said why, in one line
+            return code
         wall = time.perf_counter() - start
         load_after = os.getloadavg()
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

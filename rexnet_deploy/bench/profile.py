@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from ..artifacts import atomic_dir
 from ..errors import UserError
@@ -39,8 +40,6 @@ KINDS = ("depthwise conv", "1×1 conv", "k×k conv (stem)", "activations (SiLU, 
 
 
 def _attr(node, name: str, default: Any = None) -> Any:
-    import onnx
-
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
@@ -53,13 +52,18 @@ def _conv_kind(node, kernel: list[int]) -> str:
     return "1×1 conv" if all(k == 1 for k in kernel) else "k×k conv (stem)"
 
 
+def _conv_kernel(node, shapes: dict[str, list[int]]) -> list[int] | None:
+    """The kernel size: its attribute, else the weight's shape (2nd input of Conv, 4th of QLinearConv)."""
+    kernel = _attr(node, "kernel_shape")
+    if kernel is None:
+        weight = shapes.get(node.input[3 if node.op_type == "QLinearConv" else 1])
+        kernel = weight[2:] if weight else None
+    return None if kernel is None else list(kernel)
+
+
 def _kind(node, shapes: dict[str, list[int]]) -> str:
     if node.op_type in CONV_OPS:
-        kernel = _attr(node, "kernel_shape")
-        if kernel is None:  # the weight is the 2nd input of Conv, the 4th of QLinearConv
-            weight = node.input[3 if node.op_type == "QLinearConv" else 1]
-            kernel = shapes.get(weight, [0, 0, 1, 1])[2:]
-        return _conv_kind(node, list(kernel))
+        return _conv_kind(node, _conv_kernel(node, shapes) or [1, 1])
     if node.op_type in KIND_OF_OP:
         return KIND_OF_OP[node.op_type]
     if node.op_type in {"Sigmoid", "QLinearSigmoid", "Mul", "QLinearMul", "Relu", "Clip", "HardSigmoid",
@@ -70,8 +74,6 @@ def _kind(node, shapes: dict[str, list[int]]) -> str:
 
 def _shapes(model) -> dict[str, list[int]]:
     """Static shapes of every tensor (batch 1) by ONNX shape inference, initializers included."""
-    import onnx
-
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {init.name: list(init.dims) for init in model.graph.initializer}
     for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
@@ -86,9 +88,8 @@ def macs_by_kind(model) -> dict[str, int]:
     macs: dict[str, int] = defaultdict(int)
     for node in model.graph.node:
         if node.op_type == "Conv":
-            out, inp = shapes.get(node.output[0]), shapes.get(node.input[0])
-            kernel = list(_attr(node, "kernel_shape") or shapes[node.input[1]][2:])
-            if out is None or inp is None:
+            out, inp, kernel = shapes.get(node.output[0]), shapes.get(node.input[0]), _conv_kernel(node, shapes)
+            if out is None or inp is None or kernel is None:
                 raise UserError(f"shape inference left {node.name} without shapes: re-export the model")
             group = int(_attr(node, "group", 1))
             macs[_conv_kind(node, kernel)] += math.prod(out[1:]) * inp[1] // group * math.prod(kernel)
@@ -100,7 +101,6 @@ def macs_by_kind(model) -> dict[str, int]:
 def profile_onnx(path: str | Path, batch: int = 64, threads: int = 2, runs: int = 20,
                  warmup: int = 5) -> dict[str, Any]:
     """Kernel time of each layer kind at ``batch`` in ONNX Runtime CPU (mean over ``runs``), and its MAC share."""
-    import onnx
     import onnxruntime as ort
 
     path = Path(path)
