@@ -340,3 +340,59 @@ def test_compression_table_refuses_to_reuse_a_run_of_another_recipe(tmp_path):
     write_recipe(load_recipe("fmnist-cpu", {"weight_decay": 0.1}), run / "recipe.yaml")
     with pytest.raises(UserError, match=r"another recipe \(weight_decay differ\): delete it or pass another --work"):
         _train("source", "rexnet", 0.5, load_recipe("fmnist-cpu"), None, None, run, "cpu", False)
+
+
+def test_compression_table_refuses_to_reuse_a_prune_run_of_other_settings(tmp_path):
+    from rexnet_deploy.prune.compression_table import _prune
+    from rexnet_deploy.train.recipe import load_recipe
+
+    source = tmp_path / "source" / "best.pt"
+    run = tmp_path / "prune-width"
+    run.mkdir()
+    recipe = load_recipe("fmnist-cpu", {"lr": 0.03, "seed": 0, "epochs": 3}).to_dict()
+    (run / "report.json").write_text(json.dumps({
+        "source": str(source), "pruning": {"width": 0.5, "macs_ratio": None, "importance": "l2", "steps": 1},
+        "finetune": {"recipe": recipe, "kd_weight": 0.0, "kd_temperature": 4.0}}))
+    request = {"width": 0.5, "recipe": "fmnist-cpu", "epochs": 3, "importance": "l2", "steps": 1,
+               "overrides": {"lr": 0.03, "seed": 0}}
+    assert _prune("pruned", source, run, False, **request) == run / "finetuned.pt"  # same settings: reused
+    with pytest.raises(UserError, match=r"other settings \(kd_weight, recipe lr differ\): delete it"):
+        _prune("pruned", source, run, False, **{**request, "kd_weight": 0.5, "overrides": {"lr": 0.1, "seed": 0}})
+    with pytest.raises(UserError, match=r"\(recipe seed differ\)"):
+        _prune("pruned", source, run, False, **{**request, "overrides": {"lr": 0.03, "seed": 1}})
+
+
+def test_compression_table_shows_each_seed_when_there_are_several():
+    from rexnet_deploy.prune.compression_table import display_rows
+
+    row = {"model": "m", "params": 1e6, "macs": 4e6, "delta_top1_vs_source": 0.1, "img_per_s": 1000.0,
+           "epochs": "6 + 3"}
+    single = display_rows([{**row, "top1": 92.0, "top1_runs": [92.0]}])
+    assert "top-1 per seed" not in single[0]
+    several = display_rows([{**row, "top1": 92.0, "top1_runs": [92.0]},
+                            {**row, "top1": 92.25, "top1_runs": [92.1, 92.4]}])
+    assert [r["top-1 per seed"] for r in several] == ["92.00", "92.10 / 92.40"]
+
+
+def test_compression_table_runs_end_to_end_with_two_seeds_and_reuses_its_runs(fmnist_available, tmp_path, capsys):
+    from rexnet_deploy.prune.compression_table import main
+    from rexnet_deploy.train.recipe import load_recipe, write_recipe
+
+    recipe = write_recipe(load_recipe("fmnist-cpu", {"train_subset": 256, "val_subset": 256, "batch_size": 64}),
+                          tmp_path / "tiny.yaml")
+    args = ["--recipe", str(recipe), "--source-width", "0.6", "--target-width", "0.5", "--source-epochs", "1",
+            "--finetune-epochs", "1", "--seeds", "0", "1", "--eval-images", "500", "--threads", "2",
+            "--work", str(tmp_path / "work"),
+            "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(args) == 0
+    table = json.loads((tmp_path / "out" / "compression.json").read_text())
+    assert table["seeds"] == [0, 1] and table["test_images"] == 500
+    assert [len(r["top1_runs"]) for r in table["rows"]] == [1, 2, 2, 2, 2]
+    for row in table["rows"]:
+        assert row["top1"] == pytest.approx(sum(row["top1_runs"]) / len(row["top1_runs"]))
+    assert (tmp_path / "work" / "scratch-seed1" / "best.pt").is_file()
+    assert "top-1 per seed" in (tmp_path / "out" / "compression.md").read_text()
+    capsys.readouterr()
+    assert main(args) == 0  # everything is reused: nothing is trained again
+    out = capsys.readouterr().out
+    assert out.count("reusing") == 9 and "training" not in out and "pruning into" not in out

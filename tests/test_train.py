@@ -239,6 +239,25 @@ def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
+def test_init_trains_on_from_a_checkpoints_weights(fmnist_trained, tmp_path):
+    """--init: the checkpoint's architecture and weights, a fresh schedule; at lr 1e-9 no weight moves far."""
+    run = tmp_path / "init"
+    proc = run_cli("train", "--init", str(fmnist_trained), "--recipe", "fmnist-cpu", "--width", "0.7", "--epochs", "1",
+                   "--train-subset", "256", "--val-subset", "256", "--lr", "1e-9", "--set", "warmup_epochs=0",
+                   "--threads", "1", "--no-progress", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr
+    source, _ = load_model(fmnist_trained)
+    trained, meta = load_model(run / "last.pt")
+    assert trained.width == 0.5 and load_recipe(run / "recipe.yaml").width == 0.5  # the checkpoint's, not --width
+    moved = [k for k, v in source.state_dict().items()
+             if "running" not in k and "num_batches" not in k
+             and not torch.allclose(v, trained.state_dict()[k], rtol=0, atol=1e-6)]
+    assert not moved
+    assert meta["initialized_from"] == {"checkpoint": str(fmnist_trained), "sha256": sha256_file(fmnist_trained)}
+    _one_line_error(run_cli("train", "--init", str(fmnist_trained), "--resume", str(run), "--epochs", "2"),
+                    "--init", "--resume")
+
+
 def test_bad_dataset_folders_exit_2(tmp_path):
     _one_line_error(run_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"), "--out",
                             str(tmp_path / "r")), "CIFAR-10 not found", "--download")

@@ -15,8 +15,10 @@ with its report), so an interrupted table resumes. Writes ``compression.json``/`
 CPU (Fashion-MNIST, rexnet 0.7 → 0.5 with the fmnist-cpu recipe; the recorded table)::
 
     python -m rexnet_deploy.prune.compression_table --source-width 0.7 --target-width 0.5 --macs 0.5 \\
-        --source-epochs 6 --finetune-epochs 3 --finetune-lr 0.03 --kd-weight 0.5 --threads 1 \\
+        --source-epochs 6 --finetune-epochs 3 --finetune-lr 0.1 --kd-weight 0.5 --threads 2 \\
         --work runs/compression --out bench/results/compression
+
+``--seeds 0 1 2`` repeats the fine-tuned and from-scratch runs per seed and reports their mean.
 
 (tiny-cifar trains at 12–20 img/s on a 2-core CPU, hours per epoch: its table needs a GPU.)
 
@@ -32,6 +34,7 @@ CIFAR-10 on a GPU (tiny-cifar 0.7 → 0.5, the seed's row)::
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import shutil
 import sys
@@ -77,11 +80,33 @@ def _train(name: str, family: str, width: float, recipe, train_set, val_set, run
     return result.best_checkpoint
 
 
+def _changed_prune_settings(report: dict[str, Any], source: Path, request: dict[str, Any]) -> list[str]:
+    """What a finished pruning run did differently from ``request`` (prune_checkpoint's keyword arguments)."""
+    from ..train.recipe import load_recipe
+
+    pruning, finetune = report["pruning"], report["finetune"] or {}
+    saved = {"source": report["source"], "width": pruning["width"], "macs_ratio": pruning["macs_ratio"],
+             "importance": pruning["importance"], "steps": pruning["steps"], "kd_weight": finetune.get("kd_weight"),
+             "kd_temperature": finetune.get("kd_temperature")}
+    wanted = {"source": str(source), "width": request.get("width"), "macs_ratio": request.get("macs_ratio"),
+              "importance": request["importance"], "steps": request["steps"],
+              "kd_weight": request.get("kd_weight", 0.0), "kd_temperature": request.get("kd_temperature", 4.0)}
+    changed = [k for k in wanted if saved[k] != wanted[k]]
+    recipe = load_recipe(request["recipe"], {**request["overrides"], "epochs": request["epochs"]}).to_dict()
+    saved_recipe = finetune.get("recipe") or {}
+    return changed + sorted(f"recipe {k}" for k, v in recipe.items()
+                            if k not in ("name", "description") and saved_recipe.get(k) != v)
+
+
 def _prune(name: str, source: Path, run_dir: Path, progress: bool, **kwargs: Any) -> Path:
     """A prune_checkpoint run (reused when its report exists; a half-written one is redone)."""
     from .stage import prune_checkpoint
 
     if (run_dir / "report.json").is_file():
+        changed = _changed_prune_settings(json.loads((run_dir / "report.json").read_text()), source, kwargs)
+        if changed:
+            raise UserError(f"{run_dir} was pruned or fine-tuned with other settings ({', '.join(changed)} "
+                            f"differ): delete it or pass another --work")
         print(f"{name}: reusing {run_dir}")
         return run_dir / "finetuned.pt"
     if run_dir.exists():
@@ -115,18 +140,26 @@ def images_per_second(models: list[torch.nn.Module], dataset, device: str, round
     return [median(speeds) for speeds in passes]
 
 
-def measure(label: str, path: Path, test_set, input_size: tuple[int, int, int], epochs: str, device: str,
-            progress: bool) -> tuple[dict[str, Any], torch.nn.Module]:
-    """A table row (without img/s) and the loaded model."""
+def measure(label: str, paths: list[Path], test_set, input_size: tuple[int, int, int], epochs: str, device: str,
+            progress: bool, limit: int | None = None) -> tuple[dict[str, Any], torch.nn.Module]:
+    """A table row (without img/s) and the first run's model; one path per seed, top-1 is their mean."""
+    from statistics import mean
+
     from ..runtime.evaluate import evaluate
     from ..runtime.torch_runner import TorchRunner
 
-    model, meta = load_model(path)
-    metrics = evaluate(TorchRunner(model, device=device), test_set, progress=progress)
+    runs = []
+    for path in paths:
+        model, meta = load_model(path)
+        runs.append((model, meta, evaluate(TorchRunner(model, device=device), test_set, limit=limit,
+                                           progress=progress)))
+    model, meta, _ = runs[0]
+    top1s = [metrics["top1"] for _, _, metrics in runs]
     return {"model": label, "architecture": f"{model.model_name} w{model.width:g}"
             + (" (pruned plan)" if "plan" in meta else ""),
-            "params": count_params(model), "macs": count_macs(model, input_size), "top1": metrics["top1"],
-            "top5": metrics["top5"], "epochs": epochs, "checkpoint": str(path)}, model
+            "params": count_params(model), "macs": count_macs(model, input_size), "top1": mean(top1s),
+            "top1_runs": top1s, "top5": mean(metrics["top5"] for _, _, metrics in runs), "epochs": epochs,
+            "checkpoints": [str(p) for p in paths]}, model
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> Path:
@@ -153,7 +186,7 @@ def _plot(rows: list[dict], path: Path, title: str) -> Path:
 def build_table(args: argparse.Namespace) -> dict[str, Any]:
     from ..bench.machine import machine_facts
     from ..train.cli import load_datasets
-    from ..train.recipe import load_recipe
+    from ..train.recipe import load_recipe, parse_set_overrides
     from ..train.trainer import distributed_env
 
     if not args.target_width < args.source_width:
@@ -162,36 +195,51 @@ def build_table(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
-    base = {"dataset": args.dataset, "seed": args.seed}
-    source_recipe = load_recipe(args.recipe, {**base, "epochs": args.source_epochs})
-    scratch_recipe = load_recipe(args.recipe, {**base, "epochs": args.source_epochs + args.finetune_epochs})
+    source_recipe = load_recipe(args.recipe, {"dataset": args.dataset, "epochs": args.source_epochs,
+                                              "seed": args.seeds[0]})
+    scratch_overrides = {"dataset": args.dataset, "epochs": args.source_epochs + args.finetune_epochs}
+    finetune_overrides = parse_set_overrides(args.finetune_set)
     train_set, test_set = load_datasets(source_recipe, args.data_dir, args.download, distributed_env(device))
     input_size = (3, test_set.preprocess.size, test_set.preprocess.size)
     progress = not args.no_progress
     started = time.perf_counter()
 
+    def run_dir(name: str, seed: int) -> Path:  # seed 0 keeps the plain name, so older tables' runs are reused
+        return work / (name if seed == 0 else f"{name}-seed{seed}")
+
+    seeds = args.seeds
     source = Path(args.source) if args.source else _train(
-        "source", args.model, args.source_width, source_recipe, train_set, test_set, work / "source", device, progress)
-    finetune = {"recipe": args.finetune_recipe or args.recipe, "epochs": args.finetune_epochs, "dataset": args.dataset,
-                "data_dir": args.data_dir, "device": device, "importance": args.importance, "steps": args.steps,
-                "overrides": {"lr": args.finetune_lr, "seed": args.seed}}
-    width_ft = _prune("pruned to plan", source, work / "prune-width", progress, width=args.target_width, **finetune)
-    width_kd = _prune("pruned to plan + KD", source, work / "prune-width-kd", progress, width=args.target_width,
-                      kd_weight=args.kd_weight, kd_temperature=args.kd_temperature, **finetune)
-    scratch = _train("from scratch", args.model, args.target_width, scratch_recipe, train_set, test_set,
-                     work / "scratch", device, progress)
-    macs_ft = _prune("global MACs prune", source, work / "prune-macs", progress, macs_ratio=args.macs, **finetune)
+        "source", args.model, args.source_width, source_recipe, train_set, test_set, run_dir("source", seeds[0]),
+        device, progress)
+    width_ft, width_kd, scratch, macs_ft = [], [], [], []
+    for seed in seeds:
+        tag = f" (seed {seed})" if len(seeds) > 1 else ""
+        finetune = {"recipe": args.finetune_recipe or args.recipe, "epochs": args.finetune_epochs,
+                    "dataset": args.dataset, "data_dir": args.data_dir, "device": device,
+                    "importance": args.importance, "steps": args.steps, "eval_limit": args.eval_images,
+                    "overrides": {**finetune_overrides, "lr": args.finetune_lr, "seed": seed}}
+        width_ft.append(_prune("pruned to plan" + tag, source, run_dir("prune-width", seed), progress,
+                               width=args.target_width, **finetune))
+        width_kd.append(_prune("pruned to plan + KD" + tag, source, run_dir("prune-width-kd", seed), progress,
+                               width=args.target_width, kd_weight=args.kd_weight,
+                               kd_temperature=args.kd_temperature, **finetune))
+        scratch.append(_train("from scratch" + tag, args.model, args.target_width,
+                              load_recipe(args.recipe, {**scratch_overrides, "seed": seed}), train_set, test_set,
+                              run_dir("scratch", seed), device, progress))
+        macs_ft.append(_prune("global MACs prune" + tag, source, run_dir("prune-macs", seed), progress,
+                              macs_ratio=args.macs, **finetune))
 
     se, fe = args.source_epochs, args.finetune_epochs
     runs = [
-        (f"source {args.model} w{args.source_width:g}", source, f"{se}"),
+        (f"source {args.model} w{args.source_width:g}", [source], f"{se}"),
         (f"pruned to w{args.target_width:g} plan + fine-tuned", width_ft, f"{se} + {fe}"),
         (f"pruned to w{args.target_width:g} plan + fine-tuned with KD (weight {args.kd_weight:g})", width_kd,
          f"{se} + {fe}"),
         (f"w{args.target_width:g} from scratch", scratch, f"{se + fe}"),
         (f"--macs {args.macs:g} global prune + fine-tuned", macs_ft, f"{se} + {fe}"),
     ]
-    measured = [measure(label, path, test_set, input_size, epochs, device, progress) for label, path, epochs in runs]
+    measured = [measure(label, paths, test_set, input_size, epochs, device, progress, args.eval_images)
+                for label, paths, epochs in runs]
     rows = [row for row, _ in measured]
     for row, speed in zip(rows, images_per_second([model for _, model in measured], test_set, device)):
         row["img_per_s"] = speed
@@ -201,8 +249,9 @@ def build_table(args: argparse.Namespace) -> dict[str, Any]:
     goals = [{"model": r["model"], "top1": r["top1"], "within_1_point_of_source": src["top1"] - r["top1"] <= 1.0,
               "not_worse_than_scratch": r["top1"] >= scratch_row["top1"]} for r in rows[1:3]]
     return {"command": shlex.join(["python", "-m", "rexnet_deploy.prune.compression_table", *sys.argv[1:]]),
-            "dataset": test_set.name, "test_images": len(test_set), "input_size": list(input_size),
-            "recipe": args.recipe, "speed": {"runtime": "torch eager FP32 NCHW", "batch": BATCH,
+            "dataset": test_set.name, "input_size": list(input_size),
+            "test_images": min(args.eval_images or len(test_set), len(test_set)),
+            "recipe": args.recipe, "seeds": seeds, "speed": {"runtime": "torch eager FP32 NCHW", "batch": BATCH,
                                              "threads": torch.get_num_threads(), "device": device,
                                              "rounds": SPEED_ROUNDS},
             "rows": rows, "goals": goals, "total_minutes": (time.perf_counter() - started) / 60,
@@ -210,9 +259,13 @@ def build_table(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def display_rows(rows: list[dict]) -> list[dict]:
+    """Rows for people; with several seeds, top-1 is their mean and each seed's top-1 has a column."""
+    several = any(len(r["top1_runs"]) > 1 for r in rows)
     return [{"model": r["model"], "params (M)": round(r["params"] / 1e6, 3), "MACs (M)": round(r["macs"] / 1e6, 2),
-             "top-1": r["top1"], "Δ top-1": r["delta_top1_vs_source"], "img/s": round(r["img_per_s"]),
-             "epochs": r["epochs"]} for r in rows]
+             "top-1": r["top1"], **({"top-1 per seed": " / ".join(f"{t:.2f}" for t in r["top1_runs"])}
+                                    if several else {}),
+             "Δ top-1": r["delta_top1_vs_source"], "img/s": round(r["img_per_s"]), "epochs": r["epochs"]}
+            for r in rows]
 
 
 def write_table(table: dict[str, Any], out: Path) -> list[Path]:
@@ -221,7 +274,10 @@ def write_table(table: dict[str, Any], out: Path) -> list[Path]:
     threads = f"{speed['threads']} thread{'s' if speed['threads'] != 1 else ''}"
     md = [f"# Compression: {table['dataset']} ({table['test_images']} test images, "
           f"{table['input_size'][1]}×{table['input_size'][2]})", "",
-          f"Recipe `{table['recipe']}`. top-1 on the whole test split; Δ against the source. img/s: "
+          f"Recipe `{table['recipe']}`. top-1 on those test images"
+          + (f", the mean of seeds {', '.join(map(str, table['seeds']))} for the fine-tuned and from-scratch rows "
+             f"(the source is one run, seed {table['seeds'][0]})" if len(table["seeds"]) > 1 else "")
+          + "; Δ against the source. img/s: "
           f"{speed['runtime']}, batch {speed['batch']}, {threads} on {speed['device']} ({table['machine']['cpu']}), "
           f"64 / median step time, median of {speed['rounds']} round-robin passes.", "",
           markdown_table(display_rows(table["rows"]))]
@@ -259,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--kd-weight", type=float, default=0.5)
     p.add_argument("--kd-temperature", type=float, default=4.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the fine-tuning recipe (e.g. ema=true)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="seeds of the fine-tuned and from-scratch runs; top-1 is their mean (default 0). "
+                        "The source is trained once, with the first")
+    p.add_argument("--eval-images", type=int, help="measure top-1 on this many test images (default: all)")
     p.add_argument("--source", help="an already trained source checkpoint (skips training it)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch threads for the whole run, img/s column included "

@@ -179,7 +179,7 @@ def prune_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, model_name:
         started = time.perf_counter()
         result = train_model(pruned, ft_recipe, train_set, test_set, out / "finetune", teacher=teacher,
                              kd_temperature=kd_temperature, kd_weight=kd_weight, progress=progress,
-                             device=device)
+                             device=device, provenance=provenance)
         tuned, tuned_meta = load_model(result.best_checkpoint)
         tuned_metrics = _evaluate(tuned, test_set, eval_limit, device, progress)
         finetune_info = {"recipe": ft_recipe.to_dict(), "epochs": ft_recipe.epochs, "kd_weight": kd_weight,

@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default runs/<recipe>-<time>/)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_OR_CHECKPOINT",
                    help="continue --out's last.pt, or the given run folder / checkpoint")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from this checkpoint's architecture and weights with a fresh schedule (train a "
+                        "trained model for --epochs more); not with --resume")
     p.add_argument("--teacher", help="checkpoint of a teacher model: train with knowledge distillation")
     p.add_argument("--kd-weight", type=float, default=0.5, help="weight of the distillation loss (with --teacher)")
     p.add_argument("--kd-temperature", type=float, default=4.0)
@@ -98,10 +101,12 @@ def load_datasets(recipe, data_dir: str | None, download: bool, env):
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import datetime as dt
 
     import torch
 
+    from ..artifacts import sha256_file
     from ..errors import UserError
     from ..models import create_model, load_model
     from ..report import format_table
@@ -133,19 +138,32 @@ def run(args: argparse.Namespace) -> int:
         out = Path("runs") / f"{recipe.name}-{stamp[0]}"
     resume = False if args.resume is None else (True if args.resume is True else Path(args.resume))
 
+    if args.init and args.resume is not None:
+        raise UserError("--init starts a new run from a checkpoint's weights, --resume continues a run: "
+                        "pass one of them")
     train_set, val_set = load_datasets(recipe, args.data_dir, args.download, env)
-    teacher = None
-    if args.teacher:
-        teacher, _ = load_model(args.teacher)
-        if teacher.num_classes != train_set.num_classes:
-            raise UserError(f"teacher {args.teacher} has {teacher.num_classes} classes, the dataset "
-                            f"{train_set.num_classes}: pick a teacher trained on {train_set.name}")
-    torch.manual_seed(recipe.seed)  # the same initial weights on every process and every run
-    model = create_model(recipe.model, width=recipe.width, num_classes=train_set.num_classes,
-                         dropout=recipe.dropout)
+
+    def trained_model(path: str, role: str):
+        model, _ = load_model(path)
+        if model.num_classes != train_set.num_classes:
+            raise UserError(f"{role} {path} has {model.num_classes} classes, the dataset "
+                            f"{train_set.num_classes}: pick a checkpoint trained on {train_set.name}")
+        return model
+
+    teacher = trained_model(args.teacher, "teacher") if args.teacher else None
+    provenance = None
+    if args.init:
+        model = trained_model(args.init, "--init")
+        # the run's recipe names the architecture it really trains
+        recipe = dataclasses.replace(recipe, model=model.model_name, width=model.width)
+        provenance = {"initialized_from": {"checkpoint": args.init, "sha256": sha256_file(args.init)}}
+    else:
+        torch.manual_seed(recipe.seed)  # the same initial weights on every process and every run
+        model = create_model(recipe.model, width=recipe.width, num_classes=train_set.num_classes,
+                             dropout=recipe.dropout)
     result = train_model(model, recipe, train_set, val_set, out, resume=resume, teacher=teacher,
                          kd_temperature=args.kd_temperature, kd_weight=args.kd_weight if teacher else 0.0,
-                         progress=not args.no_progress, device=args.device)
+                         progress=not args.no_progress, device=args.device, provenance=provenance)
     if env.main:
         best = max(result.metrics, key=lambda r: r.get("ema_top1", r["val_top1"]))
         print(format_table([{"run": str(result.run_dir), "model": f"{recipe.model} w{model.width:g}",

@@ -362,13 +362,15 @@ def _resume_path(resume: bool | str | Path, run_dir: Path) -> Path | None:
 def train_model(model: nn.Module, recipe: Recipe, train_set: ImageDataset | FolderDataset,
                 val_set: ImageDataset | FolderDataset, out_dir: str | Path, *, resume: bool | str | Path = False,
                 teacher: nn.Module | None = None, kd_temperature: float = 4.0, kd_weight: float = 0.0,
-                progress: bool = True, device: str | None = None) -> TrainResult:
+                progress: bool = True, device: str | None = None,
+                provenance: dict[str, Any] | None = None) -> TrainResult:
     """Train ``model`` (built by ``create_model``) with ``recipe``; checkpoints and metrics go to ``out_dir``.
 
     ``resume``: ``True`` continues ``out_dir/last.pt``; a path continues that checkpoint. With a
     ``teacher`` and ``kd_weight`` > 0 the loss is ``(1 - kd_weight) · CE + kd_weight · T² · KL``
     on temperature-``kd_temperature`` logits (knowledge distillation). Under ``torchrun`` every
-    process calls this; rank 0 writes the files.
+    process calls this; rank 0 writes the files. ``provenance`` (e.g. the checkpoint the weights
+    started from) is stored in every checkpoint's metadata.
     """
     if train_set.num_classes != model.num_classes or val_set.num_classes != model.num_classes:
         raise UserError(f"{train_set.name} has {train_set.num_classes} classes but the model has "
@@ -443,7 +445,7 @@ def train_model(model: nn.Module, recipe: Recipe, train_set: ImageDataset | Fold
     if env.main:
         write_recipe(recipe, run_dir / "recipe.yaml")
     meta_base = {"dataset": train_set.name, "preprocess": train_set.preprocess.to_dict(),
-                 "classes": list(train_set.classes), "recipe": recipe.to_dict()}
+                 "classes": list(train_set.classes), "recipe": recipe.to_dict(), **(provenance or {})}
     if isinstance(train_set, FolderDataset):
         meta_base.update(crop_pct=train_set.crop_pct, interpolation=train_set.interpolation)
     if teacher is not None and kd_weight > 0:
