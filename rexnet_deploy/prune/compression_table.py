@@ -53,6 +53,11 @@ BATCH = 64
 SPEED_ROUNDS = 3
 
 
+def _recipe_changes(recipe, saved: dict[str, Any]) -> list[str]:
+    """The keys in which ``recipe`` differs from a saved one's values (its name and description aside)."""
+    return sorted(k for k, v in recipe.to_dict().items() if k not in ("name", "description") and saved.get(k) != v)
+
+
 def _train(name: str, family: str, width: float, recipe, train_set, val_set, run_dir: Path, device: str,
            progress: bool) -> Path:
     """Train (or resume, or reuse a finished run) and return its best checkpoint."""
@@ -61,9 +66,7 @@ def _train(name: str, family: str, width: float, recipe, train_set, val_set, run
 
     best, last = run_dir / "best.pt", run_dir / "last.pt"
     if (run_dir / "recipe.yaml").is_file():  # reuse or resume only a run of this very recipe
-        saved = load_recipe(run_dir / "recipe.yaml").to_dict()
-        changed = sorted(k for k, v in recipe.to_dict().items()
-                         if k not in ("name", "description") and saved.get(k) != v)
+        changed = _recipe_changes(recipe, load_recipe(run_dir / "recipe.yaml").to_dict())
         if changed:
             raise UserError(f"{run_dir} was trained with another recipe ({', '.join(changed)} differ): "
                             f"delete it or pass another --work")
@@ -91,11 +94,9 @@ def _changed_prune_settings(report: dict[str, Any], source: Path, request: dict[
     wanted = {"source": str(source), "width": request.get("width"), "macs_ratio": request.get("macs_ratio"),
               "importance": request["importance"], "steps": request["steps"],
               "kd_weight": request.get("kd_weight", 0.0), "kd_temperature": request.get("kd_temperature", 4.0)}
-    changed = [k for k in wanted if saved[k] != wanted[k]]
-    recipe = load_recipe(request["recipe"], {**request["overrides"], "epochs": request["epochs"]}).to_dict()
-    saved_recipe = finetune.get("recipe") or {}
-    return changed + sorted(f"recipe {k}" for k, v in recipe.items()
-                            if k not in ("name", "description") and saved_recipe.get(k) != v)
+    recipe = load_recipe(request["recipe"], {**request["overrides"], "epochs": request["epochs"]})
+    return [k for k in wanted if saved[k] != wanted[k]] + [
+        f"recipe {k}" for k in _recipe_changes(recipe, finetune.get("recipe") or {})]
 
 
 def _prune(name: str, source: Path, run_dir: Path, progress: bool, **kwargs: Any) -> Path:
