@@ -355,7 +355,7 @@ def test_compression_table_refuses_to_reuse_a_prune_run_of_other_settings(tmp_pa
         "finetune": {"recipe": recipe, "kd_weight": 0.0, "kd_temperature": 4.0}}))
     request = {"width": 0.5, "recipe": "fmnist-cpu", "epochs": 3, "importance": "l2", "steps": 1,
                "overrides": {"lr": 0.03, "seed": 0}}
-    assert _prune("pruned", source, run, False, **request) == run / "finetuned.pt"  # same settings: reused
+    assert _prune("pruned", source, run, False, **request) == (run / "finetuned.pt", True)  # same settings
     with pytest.raises(UserError, match=r"other settings \(kd_weight, recipe lr differ\): delete it"):
         _prune("pruned", source, run, False, **{**request, "kd_weight": 0.5, "overrides": {"lr": 0.1, "seed": 0}})
     with pytest.raises(UserError, match=r"\(recipe seed differ\)"):
@@ -391,8 +391,11 @@ def test_compression_table_runs_end_to_end_with_two_seeds_and_reuses_its_runs(fm
     for row in table["rows"]:
         assert row["top1"] == pytest.approx(sum(row["top1_runs"]) / len(row["top1_runs"]))
     assert (tmp_path / "work" / "scratch-seed1" / "best.pt").is_file()
-    assert "top-1 per seed" in (tmp_path / "out" / "compression.md").read_text()
+    assert table["runs_total"] == 9 and table["runs_reused"] == 0
+    md = (tmp_path / "out" / "compression.md").read_text()
+    assert "top-1 per seed" in md and "reused" not in md
     capsys.readouterr()
     assert main(args) == 0  # everything is reused: nothing is trained again
     out = capsys.readouterr().out
     assert out.count("reusing") == 9 and "training" not in out and "pruning into" not in out
+    assert "(9 of its 9 training runs reused finished" in (tmp_path / "out" / "compression.md").read_text()

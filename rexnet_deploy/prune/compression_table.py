@@ -15,10 +15,11 @@ with its report), so an interrupted table resumes. Writes ``compression.json``/`
 CPU (Fashion-MNIST, rexnet 0.7 → 0.5 with the fmnist-cpu recipe; the recorded table)::
 
     python -m rexnet_deploy.prune.compression_table --source-width 0.7 --target-width 0.5 --macs 0.5 \\
-        --source-epochs 6 --finetune-epochs 3 --finetune-lr 0.1 --kd-weight 0.5 --threads 2 \\
-        --work runs/compression --out bench/results/compression
+        --source-epochs 20 --finetune-epochs 3 --finetune-lr 0.1 --kd-weight 0.5 --seeds 0 1 --threads 2 \\
+        --work runs/compression-converged --out bench/results/compression
 
-``--seeds 0 1 2`` repeats the fine-tuned and from-scratch runs per seed and reports their mean.
+``--seeds 0 1`` repeats the fine-tuned and from-scratch runs per seed and reports their mean. A source
+trained too briefly makes the table compare schedules rather than pruning (bench/results/README.md).
 
 (tiny-cifar trains at 12–20 img/s on a 2-core CPU, hours per epoch: its table needs a GPU.)
 
@@ -59,8 +60,8 @@ def _recipe_changes(recipe, saved: dict[str, Any]) -> list[str]:
 
 
 def _train(name: str, family: str, width: float, recipe, train_set, val_set, run_dir: Path, device: str,
-           progress: bool) -> Path:
-    """Train (or resume, or reuse a finished run) and return its best checkpoint."""
+           progress: bool) -> tuple[Path, bool]:
+    """Train (or resume, or reuse a finished run); its best checkpoint and whether it was reused."""
     from ..train import train_model
     from ..train.recipe import load_recipe
 
@@ -74,13 +75,13 @@ def _train(name: str, family: str, width: float, recipe, train_set, val_set, run
         _, meta = load_model(last)
         if int(meta.get("epoch", 0)) >= recipe.epochs and best.is_file():
             print(f"{name}: reusing the finished run {run_dir}")
-            return best
+            return best, True
     print(f"{name}: training {family} w{width:g} for {recipe.epochs} epochs in {run_dir}")
     torch.manual_seed(recipe.seed)
     model = create_model(family, width=width, num_classes=train_set.num_classes, dropout=recipe.dropout)
     result = train_model(model, recipe, train_set, val_set, run_dir, resume=last.is_file(), progress=progress,
                          device=device)
-    return result.best_checkpoint
+    return result.best_checkpoint, False
 
 
 def _changed_prune_settings(report: dict[str, Any], source: Path, request: dict[str, Any]) -> list[str]:
@@ -99,8 +100,9 @@ def _changed_prune_settings(report: dict[str, Any], source: Path, request: dict[
         f"recipe {k}" for k in _recipe_changes(recipe, finetune.get("recipe") or {})]
 
 
-def _prune(name: str, source: Path, run_dir: Path, progress: bool, **kwargs: Any) -> Path:
-    """A prune_checkpoint run (reused when its report exists; a half-written one is redone)."""
+def _prune(name: str, source: Path, run_dir: Path, progress: bool, **kwargs: Any) -> tuple[Path, bool]:
+    """A prune_checkpoint run (reused when its report exists; a half-written one is redone): its fine-tuned
+    checkpoint and whether it was reused."""
     from .stage import prune_checkpoint
 
     if (run_dir / "report.json").is_file():
@@ -109,11 +111,11 @@ def _prune(name: str, source: Path, run_dir: Path, progress: bool, **kwargs: Any
             raise UserError(f"{run_dir} was pruned or fine-tuned with other settings ({', '.join(changed)} "
                             f"differ): delete it or pass another --work")
         print(f"{name}: reusing {run_dir}")
-        return run_dir / "finetuned.pt"
+        return run_dir / "finetuned.pt", True
     if run_dir.exists():
         shutil.rmtree(run_dir)
     print(f"{name}: pruning into {run_dir}")
-    return prune_checkpoint(source, run_dir, progress=progress, **kwargs)
+    return prune_checkpoint(source, run_dir, progress=progress, **kwargs), False
 
 
 def images_per_second(models: list[torch.nn.Module], dataset, device: str, rounds: int = SPEED_ROUNDS) -> list[float]:
@@ -170,9 +172,11 @@ def _plot(rows: list[dict], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r in rows:
-        ax.scatter(r["macs"] / 1e6, r["top1"], s=40)
-        ax.annotate(r["model"], (r["macs"] / 1e6, r["top1"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    for i, r in enumerate(rows):  # the bar spans the seeds' top-1; labels at the same MACs stack, not overlap
+        x, runs = r["macs"] / 1e6, r["top1_runs"]
+        ax.errorbar(x, r["top1"], yerr=[[r["top1"] - min(runs)], [max(runs) - r["top1"]]], fmt="o", capsize=3)
+        stack = sorted((o["top1"], j) for j, o in enumerate(rows) if o["macs"] == r["macs"]).index((r["top1"], i))
+        ax.annotate(r["model"], (x, r["top1"]), fontsize=7, xytext=(6, 3 + 10 * stack), textcoords="offset points")
     ax.set_xlabel("MACs (M)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title, fontsize=9)
@@ -208,10 +212,16 @@ def build_table(args: argparse.Namespace) -> dict[str, Any]:
     def run_dir(name: str, seed: int) -> Path:  # seed 0 keeps the plain name, so older tables' runs are reused
         return work / (name if seed == 0 else f"{name}-seed{seed}")
 
+    reused: list[bool] = []  # one per run: taken finished from --work, so its training is not in the total time
+
+    def keep(run: tuple[Path, bool]) -> Path:
+        reused.append(run[1])
+        return run[0]
+
     seeds = args.seeds
-    source = Path(args.source) if args.source else _train(
+    source = Path(args.source) if args.source else keep(_train(
         "source", args.model, args.source_width, source_recipe, train_set, test_set, run_dir("source", seeds[0]),
-        device, progress)
+        device, progress))
     width_ft, width_kd, scratch, macs_ft = [], [], [], []
     for seed in seeds:
         tag = f" (seed {seed})" if len(seeds) > 1 else ""
@@ -219,16 +229,16 @@ def build_table(args: argparse.Namespace) -> dict[str, Any]:
                     "dataset": args.dataset, "data_dir": args.data_dir, "device": device,
                     "importance": args.importance, "steps": args.steps, "eval_limit": args.eval_images,
                     "overrides": {**finetune_overrides, "lr": args.finetune_lr, "seed": seed}}
-        width_ft.append(_prune("pruned to plan" + tag, source, run_dir("prune-width", seed), progress,
-                               width=args.target_width, **finetune))
-        width_kd.append(_prune("pruned to plan + KD" + tag, source, run_dir("prune-width-kd", seed), progress,
-                               width=args.target_width, kd_weight=args.kd_weight,
-                               kd_temperature=args.kd_temperature, **finetune))
-        scratch.append(_train("from scratch" + tag, args.model, args.target_width,
-                              load_recipe(args.recipe, {**scratch_overrides, "seed": seed}), train_set, test_set,
-                              run_dir("scratch", seed), device, progress))
-        macs_ft.append(_prune("global MACs prune" + tag, source, run_dir("prune-macs", seed), progress,
-                              macs_ratio=args.macs, **finetune))
+        width_ft.append(keep(_prune("pruned to plan" + tag, source, run_dir("prune-width", seed), progress,
+                                    width=args.target_width, **finetune)))
+        width_kd.append(keep(_prune("pruned to plan + KD" + tag, source, run_dir("prune-width-kd", seed), progress,
+                                    width=args.target_width, kd_weight=args.kd_weight,
+                                    kd_temperature=args.kd_temperature, **finetune)))
+        scratch.append(keep(_train("from scratch" + tag, args.model, args.target_width,
+                                   load_recipe(args.recipe, {**scratch_overrides, "seed": seed}), train_set,
+                                   test_set, run_dir("scratch", seed), device, progress)))
+        macs_ft.append(keep(_prune("global MACs prune" + tag, source, run_dir("prune-macs", seed), progress,
+                                   macs_ratio=args.macs, **finetune)))
 
     se, fe = args.source_epochs, args.finetune_epochs
     runs = [
@@ -256,6 +266,7 @@ def build_table(args: argparse.Namespace) -> dict[str, Any]:
                                              "threads": torch.get_num_threads(), "device": device,
                                              "rounds": SPEED_ROUNDS},
             "rows": rows, "goals": goals, "total_minutes": (time.perf_counter() - started) / 60,
+            "runs_total": len(reused), "runs_reused": sum(reused),
             "machine": machine_facts(), "notes": args.note}
 
 
@@ -286,7 +297,9 @@ def write_table(table: dict[str, Any], out: Path) -> list[Path]:
         md.append(f"- {g['model']}: within 1 point of the source — "
                   f"{'yes' if g['within_1_point_of_source'] else 'NO'}; not worse than from scratch — "
                   f"{'yes' if g['not_worse_than_scratch'] else 'NO'}")
-    md += [f"- total time {table['total_minutes']:.1f} min", "", f"Produced by: `{table['command']}`", ""]
+    reuse = (f" ({table['runs_reused']} of its {table['runs_total']} training runs reused finished from "
+             f"earlier calls: their training is not in it)" if table["runs_reused"] else "")
+    md += [f"- total time {table['total_minutes']:.1f} min{reuse}", "", f"Produced by: `{table['command']}`", ""]
     if table["notes"]:
         md += [f"Note: {table['notes']}", ""]
     paths = [write_json(out / "compression.json", table)]
