@@ -314,7 +314,7 @@ def test_cli_prunes_fine_tunes_and_reports(fmnist_trained, tmp_path):
     out = tmp_path / "pruned"
     result = run_cli("prune", str(fmnist_trained), "--macs", "0.6", "--epochs", "1", "--set", "train_subset=3000",
                      "--set", "val_subset=1000", "--eval-images", "2000", "--kd-weight", "0.5",
-                     "--out", str(out), "--no-progress")
+                     "--threads", "1", "--out", str(out), "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     source, pruned, tuned = report["rows"]
@@ -322,7 +322,7 @@ def test_cli_prunes_fine_tunes_and_reports(fmnist_trained, tmp_path):
     assert pruned["macs"] <= 0.6 * source["macs"] and pruned["params"] < source["params"]
     assert tuned["macs"] == pruned["macs"]
     assert source["top1"] >= 80 and tuned["top1"] >= 60
-    assert report["finetune"]["kd_weight"] == 0.5
+    assert report["finetune"]["kd_weight"] == 0.5 and report["threads"] == 1
     # the checkpoints rebuild from plan + state_dict; the plan file is the same plan
     model, meta = load_model(out / "finetuned.pt")
     assert model.plan == ChannelPlan.from_dict(json.loads((out / "plan.json").read_text()))

@@ -35,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="weight of distillation from the unpruned model, 0..1 (default 0: none)")
     ft.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature (default 4)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     p.add_argument("--out", required=True, help="output folder (pruned.pt, finetuned.pt, plan.json, report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -48,8 +49,12 @@ def _recipe_overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from .stage import prune_checkpoint
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     overrides = _recipe_overrides(args)
     final = prune_checkpoint(args.checkpoint, args.out, model_name=args.model, source_width=args.source_width,
                              width=args.width, macs_ratio=args.macs, params_ratio=args.params,

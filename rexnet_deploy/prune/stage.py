@@ -194,6 +194,7 @@ def prune_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, model_name:
     report = {"source": str(checkpoint), "dataset": name,
               "eval_images": source_metrics["num_images"] if source_metrics else None,
               "input_size": list(input_size), "pruning": settings, "prune_seconds": prune_seconds,
+              "threads": torch.get_num_threads(),
               "finetune": finetune_info, "rows": rows, "plan": pruned.plan.to_dict(), "checkpoint": str(final)}
     write_json(out / "report.json", report)
     (out / "report.md").write_text(_markdown(report))
