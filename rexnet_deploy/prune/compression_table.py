@@ -86,15 +86,18 @@ def _train(name: str, family: str, width: float, recipe, train_set, val_set, run
 
 def _changed_prune_settings(report: dict[str, Any], source: Path, request: dict[str, Any]) -> list[str]:
     """What a finished pruning run did differently from ``request`` (prune_checkpoint's keyword arguments)."""
-    from ..train.recipe import load_recipe
+    from inspect import signature
 
+    from ..train.recipe import load_recipe
+    from .stage import prune_checkpoint
+
+    # what prune_checkpoint does with an argument the request leaves out is its own default
+    asked = {**{k: p.default for k, p in signature(prune_checkpoint).parameters.items()}, **request}
     pruning, finetune = report["pruning"], report["finetune"] or {}
     saved = {"source": report["source"], "width": pruning["width"], "macs_ratio": pruning["macs_ratio"],
              "importance": pruning["importance"], "steps": pruning["steps"], "kd_weight": finetune.get("kd_weight"),
              "kd_temperature": finetune.get("kd_temperature")}
-    wanted = {"source": str(source), "width": request.get("width"), "macs_ratio": request.get("macs_ratio"),
-              "importance": request["importance"], "steps": request["steps"],
-              "kd_weight": request.get("kd_weight", 0.0), "kd_temperature": request.get("kd_temperature", 4.0)}
+    wanted = {"source": str(source), **{k: asked[k] for k in saved if k != "source"}}
     recipe = load_recipe(request["recipe"], {**request["overrides"], "epochs": request["epochs"]})
     return [k for k in wanted if saved[k] != wanted[k]] + [
         f"recipe {k}" for k in _recipe_changes(recipe, finetune.get("recipe") or {})]
