@@ -263,3 +263,11 @@ def test_cli_help_version_models():
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
     assert rows["rexnet_tiny_cifar"]["params"] == 1_944_440 and len(rows) == 14
     assert run_cli("no-such-command").returncode == 2
+
+
+@pytest.mark.parametrize("command", [["prune", "x.pt", "--width", "0.5", "--out", "o"], ["train"],
+                                     ["bench", "--suite", "fmnist-cpu"], ["pipeline"]])
+def test_cli_refuses_a_thread_count_below_1_in_one_line(command):
+    result = run_cli(*command, "--threads", "0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "argument --threads: expected a positive integer, not '0'" in result.stderr

@@ -9,6 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..cli import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     add_bench_parser(sub)
@@ -58,7 +60,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--data-dir", help="folder holding the dataset files")
     how.add_argument("--eval-images", type=int, help="evaluate on the first N images only (faster, coarser)")
     how.add_argument("--batches", type=_batches, help="batch sweep, e.g. 1,8,32,64 (default)")
-    how.add_argument("--threads", type=int, help="CPU threads for every runtime (default 2)")
+    how.add_argument("--threads", type=positive_int, help="CPU threads for every runtime (default 2)")
     how.add_argument("--warmup-steps", type=int, help="warm-up steps per batch size (default 5)")
     how.add_argument("--warmup-seconds", type=float, help="… and at least this long (default 0.2)")
     how.add_argument("--steps", type=int, help="timed steps per batch size, at most (default 200)")
@@ -86,7 +88,7 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
                                    "Writes profile.json, profile.md and profile.png to --out.")
     p.add_argument("onnx", nargs="+", help="ONNX files (FP32, FP16 or INT8 Q/DQ)")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--runs", type=int, default=20, help="profiled runs after 5 warm-up runs (default 20)")
     p.add_argument("--out", help="results folder (default bench/runs/profile-<time>/)")
     p.set_defaults(func=run_profile_command)

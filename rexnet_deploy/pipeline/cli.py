@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="train → prune → fine-tune → calibrate → quantize/export → bench → check",
@@ -19,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prune-macs", type=float, help="prune globally to this MACs ratio (default 0.5)")
     p.add_argument("--finetune-epochs", type=int)
     p.add_argument("--baseline", help="baseline for the check stage (bench/baselines/NAME.yaml); 'none' skips it")
-    p.add_argument("--threads", type=int, help="CPU threads for the benchmark (default 2)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for the benchmark (default 2)")
     p.set_defaults(func=run)
 
 

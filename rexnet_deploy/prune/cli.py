@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -35,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="weight of distillation from the unpruned model, 0..1 (default 0: none)")
     ft.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature (default 4)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's)")
     p.add_argument("--out", required=True, help="output folder (pruned.pt, finetuned.pt, plan.json, report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

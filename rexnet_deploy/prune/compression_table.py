@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from ..artifacts import atomic_path, write_json
+from ..cli import positive_int
 from ..errors import UserError
 from ..models import count_macs, count_params, create_model, load_model
 from ..report import format_table, markdown_table
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-images", type=int, help="measure top-1 on this many test images (default: all)")
     p.add_argument("--source", help="an already trained source checkpoint (skips training it)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, help="torch threads for the whole run, img/s column included "
+    p.add_argument("--threads", type=positive_int, help="torch threads for the whole run, img/s column included "
                                                "(default: torch's)")
     p.add_argument("--work", default="runs/compression", help="where the runs go (reused when complete)")
     p.add_argument("--out", default="bench/results/compression")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import positive_int
+
 # flag → recipe key, for the common ones; any other key goes through --set KEY=VALUE
 _FLAG_KEYS = ("model", "width", "dataset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule",
               "warmup_epochs", "label_smoothing", "train_subset", "val_subset", "seed", "ema", "workers")
@@ -46,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kd-weight", type=float, default=0.5, help="weight of the distillation loss (with --teacher)")
     p.add_argument("--kd-temperature", type=float, default=4.0)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic algorithms (bit-exact resume on the same machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, one line per epoch")
