@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,15 +22,37 @@ from typing import Any
 
 from . import __version__
 from .errors import UserError
+from .hardware import cpu_facts
 
-_TOOLS = ("torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "torch-pruning",
-          "openvino", "nncf", "tensorrt", "numpy")
+
+def _declared_tools() -> list[str]:
+    """Every library the project declares (extras included, test tools not): pyproject.toml is the one list.
+
+    Read from the installed project's metadata, else (a tree run through PYTHONPATH) from the pyproject.toml
+    beside the package.
+    """
+    try:
+        requirements = metadata.requires("rexnet-deploy") or []
+    except metadata.PackageNotFoundError:
+        requirements = _tree_requirements()
+    names = [re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0] for r in requirements if 'extra == "test"' not in r]
+    return list(dict.fromkeys(names))
+
+
+def _tree_requirements() -> list[str]:
+    try:
+        import tomllib
+        project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    except (ImportError, OSError, KeyError, ValueError):
+        return ["torch", "torchvision", "numpy", "onnx"]
+    extras = project.get("optional-dependencies", {})
+    return [*project.get("dependencies", []), *(r for name, reqs in extras.items() if name != "test" for r in reqs)]
 
 
 def tool_versions() -> dict[str, str]:
     """Versions of the libraries that shape an artifact (installed ones only)."""
     found = {"rexnet-deploy": __version__, "python": platform.python_version()}
-    for name in _TOOLS:
+    for name in _declared_tools():
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -108,6 +131,7 @@ def write_manifest(artifact: str | Path, fields: dict[str, Any]) -> Path:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **fields,
         "tool_versions": tool_versions(),
+        "built_on": cpu_facts(),  # INT8/BF16 speed and numerics depend on the CPU's ISA
     }
     return write_json(manifest_path(artifact), manifest)
 
@@ -120,3 +144,8 @@ def read_manifest(artifact: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"manifest {path} is not valid JSON ({exc.msg}): re-create the artifact") from None
+
+
+def read_manifest_if_any(artifact: str | Path) -> dict[str, Any]:
+    """The manifest beside ``artifact``, or ``{}`` when it has none (a file made by another tool)."""
+    return read_manifest(artifact) if manifest_path(artifact).is_file() else {}

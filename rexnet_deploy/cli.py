@@ -20,22 +20,11 @@ COMMAND_MODULES = [
     "rexnet_deploy.train.cli",
     "rexnet_deploy.prune.cli",
     "rexnet_deploy.quant.cli",
-    "rexnet_deploy.export.cli",
-    "rexnet_deploy.engines.cli",
+    "rexnet_deploy.bundle.cli",
+    "rexnet_deploy.bundle.build_cli",
     "rexnet_deploy.bench.cli",
     "rexnet_deploy.pipeline.cli",
 ]
-
-
-def positive_int(text: str) -> int:
-    """argparse type for counts such as --threads: a bad value is a usage error, not a traceback from torch."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

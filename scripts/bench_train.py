@@ -2,7 +2,9 @@
 
 Runs ``rexnet-deploy train --recipe R [--set K=V ...]`` as a user would, times it (process start to exit, so
 data loading, every epoch's validation and checkpointing count), re-evaluates best.pt on the whole test split
-with the shared evaluator, and writes OUT/{result.json, result.md, curves.png}.
+with the shared evaluator, and writes OUT/{result.json, result.md, curves.png}. OUT defaults to
+runs/bench-train-<recipe>/; a run is recorded into the tracked bench/results/train-<recipe>/ on purpose,
+with --out.
 Usage: .venv/bin/python scripts/bench_train.py [--recipe fmnist-cpu] [--set KEY=VALUE ...] [--threads 2]
        [--keep runs/fmnist-cpu] [--out bench/results/train-<recipe>] [--note "..."]
 """
@@ -21,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rexnet_deploy.cli_args import positive_int
+
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"fmnist-cpu": (92.0, 600.0)}  # recipe → (top-1 %, wall seconds) it promises
 
@@ -29,24 +33,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="fmnist-cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--test-images", type=int, default=None,
                         help="re-evaluate best.pt on the first N test images (default: the whole split)")
-    parser.add_argument("--out", default=None, help="default: bench/results/train-<recipe>")
+    parser.add_argument("--out", default=None, help="default: runs/bench-train-<recipe>")
     parser.add_argument("--note", default="", help="what else ran on the machine, if anything")
     parser.add_argument("--keep", default=None,
                         help="copy the run folder here (runs/fmnist-cpu is what the fmnist-cpu bench suite reads)")
     args = parser.parse_args()
 
     from rexnet_deploy.artifacts import atomic_dir, atomic_path, tool_versions, write_json
+    from rexnet_deploy.backends import evaluate
+    from rexnet_deploy.backends.torch import TorchRunner
     from rexnet_deploy.bench.machine import cpu_model
     from rexnet_deploy.data import load_dataset
     from rexnet_deploy.models import load_model
     from rexnet_deploy.report import format_table, markdown_table
-    from rexnet_deploy.runtime import evaluate
-    from rexnet_deploy.runtime.torch_runner import TorchRunner
 
-    out = Path(args.out or ROOT / "bench" / "results" / f"train-{Path(args.recipe).stem}")
+    out = Path(args.out or ROOT / "runs" / f"bench-train-{Path(args.recipe).stem}")
     goal = GOALS.get(args.recipe) if not args.set else None  # an overridden recipe promises nothing
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         run = Path(tmp) / "run"

@@ -17,9 +17,11 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.rexnet-deploy-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# the stamp covers these files: a new pin in constraints.txt or a new extra here reinstalls as a new dependency does
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: installing rexnet-deploy and its dependencies into .venv (about 2 minutes)"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,openvino]"
+    echo "setup: installing rexnet-deploy and its dependencies into .venv (a few minutes)"
+    # -c: the exact torch/torchvision builds of this project's machines (pyproject.toml has only ranges)
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,openvino]"
     echo "$want" > "$stamp"
 fi

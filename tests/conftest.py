@@ -53,13 +53,9 @@ def fmnist_trained(tmp_path_factory, fmnist_available) -> Path:
     """best.pt of a ``rexnet`` w=0.5, 10 classes, trained on Fashion-MNIST with the fmnist-cpu recipe
     (shortened to ~1 minute on 2 cores; ≥ 80 % top-1 on the test split). Load it with ``load_model``."""
     from rexnet_deploy.data import load_dataset
-    from rexnet_deploy.models import create_model
-    from rexnet_deploy.train import load_recipe, train_model
+    from rexnet_deploy.train import TrainRequest, fit, load_recipe
 
     recipe = load_recipe("fmnist-cpu", {"epochs": 2, "train_subset": FMNIST_TRAINED_SUBSET})
-    torch.manual_seed(recipe.seed)
-    model = create_model("rexnet", width=0.5, num_classes=10, dropout=recipe.dropout)
-    result = train_model(model, recipe, load_dataset("fashion_mnist", "train"),
-                         load_dataset("fashion_mnist", "test").subset(FMNIST_TRAINED_VAL),
-                         tmp_path_factory.mktemp("fmnist_trained"), progress=False)
+    data = (load_dataset("fashion_mnist", "train"), load_dataset("fashion_mnist", "test").subset(FMNIST_TRAINED_VAL))
+    result = fit(TrainRequest(recipe, tmp_path_factory.mktemp("fmnist_trained"), data=data, progress=False))
     return result.best_checkpoint

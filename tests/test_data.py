@@ -168,12 +168,37 @@ def _image_tree(root: Path, classes=("cat", "dog"), per_class: int = 3) -> None:
 
 def test_image_folder_loads_with_imagenet_preprocessing(tmp_path):
     _image_tree(tmp_path)
-    train, val = load_image_folder_splits(tmp_path, input_size=32, crop_pct=0.875)
-    assert train.classes == ("cat", "dog") and len(train) == 6 and len(val) == 6
-    x, y = val.torch_dataset(val.transform(False))[4]
+    train, val = load_image_folder_splits(tmp_path, input_size=32, crop_pct=0.875, in_memory=False)
+    assert train.classes == ("cat", "dog") and len(train) == 6 and len(val) == 6 and not train.in_memory
+    x, y = val.torch_dataset(val.transform(False))[5]  # the classes take turns: cat, dog, cat, ...
     assert x.shape == (3, 32, 32) and y == 1
     xt, _ = train.torch_dataset(train.transform(True, auto_augment="rand-m9-n2-mstd0.5", random_erasing=0.2))[0]
     assert xt.shape == (3, 32, 32)
+
+
+def test_small_image_folder_is_held_in_memory_and_evaluates_as_streamed(tmp_path):
+    """A small tree is decoded once into uint8 (timm's eval resize + center crop) and gives the streamed path's
+    normalised inputs bit for bit; grey and RGBA files are converted to RGB."""
+    from PIL import Image
+    from timm.data import create_transform
+
+    from rexnet_deploy.data import DataSplit, dataset_spec, load_split
+    from rexnet_deploy.data.imagefolder import _load_rgb
+
+    _image_tree(tmp_path)
+    Image.fromarray(np.full((30, 20), 90, np.uint8)).save(tmp_path / "val" / "cat" / "grey.png")
+    Image.fromarray(np.full((33, 33, 4), 200, np.uint8), mode="RGBA").save(tmp_path / "val" / "dog" / "rgba.png")
+    held = load_split(dataset_spec("imagefolder", tmp_path, input_size=32), "val")
+    streamed = load_split(dataset_spec("imagefolder", tmp_path, input_size=32, in_memory=False), "val")
+    assert isinstance(held, DataSplit) and isinstance(streamed, DataSplit)
+    assert held.in_memory and not streamed.in_memory and held.images.dtype == torch.uint8
+    assert held.images.shape == (8, 3, 32, 32) and torch.equal(held.labels, streamed.labels)
+    assert held.spec.classes == ("cat", "dog") and held.spec.folder == str(tmp_path.resolve())
+    timm_eval = create_transform(32, is_training=False, interpolation="bicubic", crop_pct=0.875, use_prefetcher=True)
+    for i, (path, _) in enumerate(streamed.samples):
+        assert torch.equal(held.images[i], timm_eval(_load_rgb(path)))
+    assert torch.equal(held.inputs(range(8)), streamed.inputs(range(8)))
+    assert torch.equal(torch.cat([x for x, _ in held.batches(3)]), torch.cat([x for x, _ in streamed.batches(3)]))
 
 
 def test_malformed_image_folder_is_one_line(tmp_path):
@@ -189,7 +214,7 @@ def test_malformed_image_folder_is_one_line(tmp_path):
     _image_tree(tmp_path / "other", classes=("a",))
     (tmp_path / "other" / "val" / "b").mkdir()
     (tmp_path / "other" / "val" / "a" / "0.png").rename(tmp_path / "other" / "val" / "b" / "0.png")
-    with pytest.raises(UserError, match="different class folders"):
+    with pytest.raises(UserError, match=r"class 'b' is in .*val/ but not in .*train/"):
         load_image_folder_splits(tmp_path / "other")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 
@@ -11,13 +12,13 @@ import pytest
 import torch
 from conftest import randomize_bn, run_cli
 
+from rexnet_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from rexnet_deploy.errors import UserError
 from rexnet_deploy.export import export_onnx
 from rexnet_deploy.models import count_macs, count_params, create_model, load_model, save_model_checkpoint
 from rexnet_deploy.models.checkpoint import read_checkpoint
 from rexnet_deploy.models.rexnet import ChannelPlan, ReXNet
 from rexnet_deploy.prune import prune_model, prune_outcome, read_plan, widths_off_multiple
-from rexnet_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -291,6 +292,17 @@ def test_cli_refuses_a_wider_target(small_checkpoint, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+def test_cli_takes_the_checkpoint_positionally_or_as_a_flag_once(small_checkpoint, tmp_path):
+    """--checkpoint PATH as export and bench take it; the positional form works; both or neither: one line."""
+    message = _one_line_exit_2(run_cli("prune", "--checkpoint", str(small_checkpoint), "--width", "0.7",
+                                       "--out", str(tmp_path)))
+    assert "--width 0.7 is not narrower" in message and str(small_checkpoint) in message  # the flag's file was read
+    for args in ([str(small_checkpoint), "--checkpoint", str(small_checkpoint)], []):
+        message = _one_line_exit_2(run_cli("prune", *args, "--width", "0.3", "--out", str(tmp_path)))
+        assert "give the checkpoint once" in message and "--checkpoint CHECKPOINT" in message
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("flag, value", [("--macs", "1.5"), ("--params", "0")])
 def test_cli_refuses_a_ratio_outside_0_1(small_checkpoint, tmp_path, flag, value):
     message = _one_line_exit_2(run_cli("prune", str(small_checkpoint), flag, value, "--out", str(tmp_path)))
@@ -331,39 +343,34 @@ def test_cli_prunes_fine_tunes_and_reports(fmnist_trained, tmp_path):
     assert (out / "report.md").read_text().count("|") > 10
 
 
-def test_compression_table_refuses_to_reuse_a_run_of_another_recipe(tmp_path):
-    from rexnet_deploy.prune.compression_table import _train
+def test_compression_table_keys_a_prune_run_by_everything_it_depends_on(tmp_path):
+    """Equal requests share a key; another KD weight, fine-tuning lr or seed, or an edited recipe file, do not."""
+    from rexnet_deploy.experiments.compression_table import prune_settings
+    from rexnet_deploy.prune import FinetuneSpec, PruneRequest
+    from rexnet_deploy.stages import stage_key
     from rexnet_deploy.train.recipe import load_recipe, write_recipe
 
-    run = tmp_path / "source"
-    run.mkdir()
-    write_recipe(load_recipe("fmnist-cpu", {"weight_decay": 0.1}), run / "recipe.yaml")
-    with pytest.raises(UserError, match=r"another recipe \(weight_decay differ\): delete it or pass another --work"):
-        _train("source", "rexnet", 0.5, load_recipe("fmnist-cpu"), None, None, run, "cpu", False)
+    recipe = write_recipe(load_recipe("fmnist-cpu"), tmp_path / "mine.yaml")
+    finetune = FinetuneSpec(recipe=str(recipe), epochs=3, overrides={"lr": 0.03, "seed": 0})
+    request = PruneRequest(tmp_path / "source.pt", tmp_path / "a", width=0.5, finetune=finetune)
 
+    def key(r: PruneRequest) -> str:
+        return stage_key(prune_settings(r))
 
-def test_compression_table_refuses_to_reuse_a_prune_run_of_other_settings(tmp_path):
-    from rexnet_deploy.prune.compression_table import _prune
-    from rexnet_deploy.train.recipe import load_recipe
-
-    source = tmp_path / "source" / "best.pt"
-    run = tmp_path / "prune-width"
-    run.mkdir()
-    recipe = load_recipe("fmnist-cpu", {"lr": 0.03, "seed": 0, "epochs": 3}).to_dict()
-    (run / "report.json").write_text(json.dumps({
-        "source": str(source), "pruning": {"width": 0.5, "macs_ratio": None, "importance": "l2", "steps": 1},
-        "finetune": {"recipe": recipe, "kd_weight": 0.0, "kd_temperature": 4.0}}))
-    request = {"width": 0.5, "recipe": "fmnist-cpu", "epochs": 3, "importance": "l2", "steps": 1,
-               "overrides": {"lr": 0.03, "seed": 0}}
-    assert _prune("pruned", source, run, False, **request) == (run / "finetuned.pt", True)  # same settings
-    with pytest.raises(UserError, match=r"other settings \(kd_weight, recipe lr differ\): delete it"):
-        _prune("pruned", source, run, False, **{**request, "kd_weight": 0.5, "overrides": {"lr": 0.1, "seed": 0}})
-    with pytest.raises(UserError, match=r"\(recipe seed differ\)"):
-        _prune("pruned", source, run, False, **{**request, "overrides": {"lr": 0.03, "seed": 1}})
+    same = dataclasses.replace(request, out_dir=tmp_path / "b", device="cpu", progress=False)
+    assert key(same) == key(request)  # where it goes and how it shows progress do not change the result
+    others = [dataclasses.replace(request, finetune=dataclasses.replace(finetune, kd_weight=0.5)),
+              dataclasses.replace(request, finetune=dataclasses.replace(finetune, overrides={"lr": 0.1, "seed": 0})),
+              dataclasses.replace(request, finetune=dataclasses.replace(finetune, overrides={"lr": 0.03, "seed": 1})),
+              dataclasses.replace(request, width=None, macs_ratio=0.5)]
+    assert len({key(request), *map(key, others)}) == 1 + len(others)
+    before = key(request)
+    write_recipe(load_recipe("fmnist-cpu", {"weight_decay": 0.1}), recipe)  # the same file name, other content
+    assert key(request) != before
 
 
 def test_compression_table_shows_each_seed_when_there_are_several():
-    from rexnet_deploy.prune.compression_table import display_rows
+    from rexnet_deploy.experiments.compression_table import display_rows
 
     row = {"model": "m", "params": 1e6, "macs": 4e6, "delta_top1_vs_source": 0.1, "img_per_s": 1000.0,
            "epochs": "6 + 3"}
@@ -375,7 +382,7 @@ def test_compression_table_shows_each_seed_when_there_are_several():
 
 
 def test_compression_table_runs_end_to_end_with_two_seeds_and_reuses_its_runs(fmnist_available, tmp_path, capsys):
-    from rexnet_deploy.prune.compression_table import main
+    from rexnet_deploy.experiments.compression_table import main
     from rexnet_deploy.train.recipe import load_recipe, write_recipe
 
     recipe = write_recipe(load_recipe("fmnist-cpu", {"train_subset": 256, "val_subset": 256, "batch_size": 64}),
@@ -390,12 +397,22 @@ def test_compression_table_runs_end_to_end_with_two_seeds_and_reuses_its_runs(fm
     assert [len(r["top1_runs"]) for r in table["rows"]] == [1, 2, 2, 2, 2]
     for row in table["rows"]:
         assert row["top1"] == pytest.approx(sum(row["top1_runs"]) / len(row["top1_runs"]))
-    assert (tmp_path / "work" / "scratch-seed1" / "best.pt").is_file()
+    runs = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "work").iterdir())
+    assert runs == sorted(["source", *(f"{kind}-seed{s}" for s in (0, 1) for kind in
+                                       ("prune-width", "prune-width-kd", "scratch", "prune-macs"))])
+    assert all((p / "stage.json").is_file() for p in (tmp_path / "work").iterdir())
     assert table["runs_total"] == 9 and table["runs_reused"] == 0
     md = (tmp_path / "out" / "compression.md").read_text()
     assert "top-1 per seed" in md and "reused" not in md
     capsys.readouterr()
     assert main(args) == 0  # everything is reused: nothing is trained again
     out = capsys.readouterr().out
-    assert out.count("reusing") == 9 and "training" not in out and "pruning into" not in out
+    assert out.count("up to date, reused") == 9 and "running" not in out and "epoch 1/1" not in out
     assert "(9 of its 9 training runs reused finished" in (tmp_path / "out" / "compression.md").read_text()
+    # another KD weight is another run, in its own folder; the runs it does not touch are reused
+    seed0 = [*args[:args.index("--seeds")], "--seeds", "0", *args[args.index("--seeds") + 3:], "--kd-weight", "0.3"]
+    assert main(seed0) == 0
+    out = capsys.readouterr().out
+    assert out.count("up to date, reused") == 4 and out.count("running") == 1
+    assert "[prune-width-kd-seed0] running" in out
+    assert len(list((tmp_path / "work").glob("prune-width-kd-seed0-*"))) == 2

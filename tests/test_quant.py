@@ -12,6 +12,8 @@ from conftest import run_cli
 from onnx import numpy_helper
 
 from rexnet_deploy.artifacts import manifest_path, read_manifest, sha256_file, write_manifest
+from rexnet_deploy.backends import evaluate
+from rexnet_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from rexnet_deploy.data import Preprocess, load_fashion_mnist
 from rexnet_deploy.errors import UserError
 from rexnet_deploy.export import export_onnx
@@ -19,8 +21,6 @@ from rexnet_deploy.models import load_model
 from rexnet_deploy.quant import CalibrationSet, build_calibration_set, convert_fp16, onnx_preprocess, quantize_onnx
 from rexnet_deploy.quant.calibration import stratified_indices
 from rexnet_deploy.quant.int8 import quantizable_units
-from rexnet_deploy.runtime import evaluate
-from rexnet_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
 EVAL_IMAGES = 2000
 
@@ -164,7 +164,9 @@ def test_fallback_keeps_sensitive_units_float_until_the_budget_holds(fallback_in
     assert [s["float_units"] for s in steps] == [ranked[:k] for k in range(len(steps))]
     assert all(s["top1"] < acc["fp32"]["top1"] - 0.5 for s in steps[:-1])
     kept = [u["unit"] for u in manifest["float_units"]]
-    assert kept == steps[-1]["float_units"] and set(kept) <= OUTLIER_UNITS
+    # the outliers go first; whether the rest of the model's INT8 noise then needs one more unit depends on the
+    # trained weights (500 images: 0.5 point is 2.5 images), so a third unit may follow them
+    assert kept == steps[-1]["float_units"] and set(kept[:len(OUTLIER_UNITS)]) <= OUTLIER_UNITS
     assert acc["within_budget"] and acc["fp32"]["top1"] - acc["int8"]["top1"] <= 0.5
     assert acc["int8"]["top1"] == pytest.approx(_top1(fallback_int8, test_split, 500))
     # the nodes kept in float really are: no dequantized weights feed them in the written model

@@ -9,8 +9,8 @@ from .check import CheckReport, check_results, load_baseline, write_junit
 from .harness import run_bench
 from .results import SCHEMA_PATH, load_results, markdown_report, terminal_table, write_results
 from .suite import ArtifactSpec, ModelGroup, Suite, load_suite, suite_from_paths
-from .timing import Timing, percentile, summarize_timings
+from .timing import Timing, summarize_timings
 
 __all__ = ["SCHEMA_PATH", "ArtifactSpec", "CheckReport", "ModelGroup", "Suite", "Timing", "check_results",
-           "load_baseline", "load_results", "load_suite", "markdown_report", "percentile", "run_bench",
+           "load_baseline", "load_results", "load_suite", "markdown_report", "run_bench",
            "suite_from_paths", "summarize_timings", "terminal_table", "write_junit", "write_results"]

@@ -1,12 +1,16 @@
 """``check``: the CI accuracy-regression gate over a bench results file.
 
-A baseline (YAML or JSON, schema in bench/baselines/README.md) lists artifacts by ``group/name``
+A baseline (YAML or JSON, schema in rexnet_deploy/bench/baselines/README.md) lists artifacts by ``group/name``
 (shell-style patterns allowed) with the limits each must meet::
 
     defaults: {max_drop: 0.5}          # merged into every entry below
     artifacts:
       "*/torch-fp32": {min_top1: 88.0}
       "tiny-cifar-0.5/ort-int8": {max_drop: 0.5, min_speedup: {64: 1.2}}
+
+``by_isa_class: {avx2: {"*/ort-int8": {min_speedup: {64: 1.0}}}}`` adds or overrides entries for results
+measured on a CPU of that class (``rexnet_deploy.hardware.isa_class``: INT8/BF16 speed depends on it); the
+report says which class it compared.
 
 Floors are one-sided: a value above its floor, or a smaller drop (an improvement), passes. Drops and
 speed ratios are taken against a row measured in the SAME run (the row's reference, or ``versus``),
@@ -28,7 +32,7 @@ from ..artifacts import atomic_path
 from ..errors import UserError
 from .results import compare_rows, load_results
 
-BASELINES_DIR = Path("bench/baselines")
+BASELINES_DIR = Path(__file__).parent / "baselines"  # package data, found from any folder
 _ENTRY_KEYS = {"min_top1", "min_top5", "max_drop", "max_drop_top5", "min_speedup", "max_p99_ratio", "versus",
                "allow_skip"}
 _EPS = 1e-9  # float noise only; limits are in points or ratios
@@ -52,6 +56,7 @@ class CheckReport:
     outcomes: list[Outcome] = field(default_factory=list)
     results_path: str | None = None
     baseline_path: str | None = None
+    isa_class: str | None = None  # the CPU class of the results; its by_isa_class entries were applied
 
     @property
     def passed(self) -> bool:
@@ -91,8 +96,11 @@ def _batch_map(value: Any, key: str, where: str) -> dict[int, float]:
         raise UserError(f"{where}: {key} must map integer batch sizes to numbers, got {value}") from None
 
 
-def load_baseline(name_or_path: str | Path | dict) -> tuple[dict[str, dict], str]:
-    """``({pattern: limits}, source)`` from a baseline file (or an already-parsed dict); one-line errors."""
+def load_baseline(name_or_path: str | Path | dict, isa_class: str | None = None) -> tuple[dict[str, dict], str]:
+    """``({pattern: limits}, source)`` from a baseline file (or an already-parsed dict); one-line errors.
+
+    With ``isa_class`` the baseline's ``by_isa_class`` entries for that CPU class are merged over ``artifacts``.
+    """
     if isinstance(name_or_path, dict):
         data, source = name_or_path, "baseline"
     else:
@@ -105,13 +113,19 @@ def load_baseline(name_or_path: str | Path | dict) -> tuple[dict[str, dict], str
                             f"fix the file") from None
     if not isinstance(data, dict) or not isinstance(data.get("artifacts"), dict) or not data["artifacts"]:
         raise UserError(f"baseline {source} needs a non-empty `artifacts:` mapping of group/name to limits")
-    unknown = set(data) - {"description", "suite", "defaults", "artifacts"}
+    unknown = set(data) - {"description", "suite", "defaults", "artifacts", "by_isa_class"}
     if unknown:
         raise UserError(f"baseline {source}: unknown top-level key {sorted(unknown)[0]!r} "
-                        f"(known: description, suite, defaults, artifacts)")
+                        f"(known: description, suite, defaults, artifacts, by_isa_class)")
+    by_class = data.get("by_isa_class") or {}
+    if not isinstance(by_class, dict) or any(not isinstance(v, dict) for v in by_class.values()):
+        raise UserError(f"baseline {source}: by_isa_class must map a CPU class to artifacts entries")
     defaults = data.get("defaults") or {}
     entries = {}
-    for pattern, limits in data["artifacts"].items():
+    listed = dict(data["artifacts"])
+    for pattern, limits in (by_class.get(isa_class) or {}).items():
+        listed[pattern] = {**(listed.get(pattern) or {}), **(limits or {})}
+    for pattern, limits in listed.items():
         where = f"baseline {source}: artifacts[{pattern!r}]"
         merged = {**defaults, **(limits or {})}
         bad = set(merged) - _ENTRY_KEYS
@@ -178,9 +192,10 @@ def check_results(results: str | Path | dict, baseline: str | Path | dict) -> Ch
     results_path = None if isinstance(results, dict) else str(results)
     if not isinstance(results, dict):
         results = load_results(results)
-    entries, source = load_baseline(baseline)
+    isa_class = (results.get("machine") or {}).get("isa_class")
+    entries, source = load_baseline(baseline, isa_class)
     rows = {f"{r['group']}/{r['name']}": r for r in results["rows"]}
-    report = CheckReport(results_path=results_path, baseline_path=source)
+    report = CheckReport(results_path=results_path, baseline_path=source, isa_class=isa_class)
     for pattern, limits in entries.items():
         matched = [k for k in rows if fnmatch.fnmatchcase(k, pattern)]
         if not matched:

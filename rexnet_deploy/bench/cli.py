@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..cli import positive_int
+from ..cli_args import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,13 +35,19 @@ def _variable(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _devices() -> list[str]:
+    from ..backends import BACKENDS
+
+    return list(dict.fromkeys(d for b in BACKENDS.values() for d in b.devices))
+
+
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="accuracy, ms/step, img/s and latency percentiles of artifacts, side by side",
                        description="Benchmark artifacts through the shared runners: top-1/top-5 on the dataset's "
                                    "evaluation split, then a batch sweep of timed steps. Writes results.json, "
                                    "results.md and PNG plots to --out.")
     what = p.add_argument_group("what to run (a suite, or artifact paths; repeat a flag for several)")
-    what.add_argument("--suite", help="suite YAML, or a name in bench/suites/ (e.g. fmnist-cpu)")
+    what.add_argument("--suite", help="suite YAML, or a name in rexnet_deploy/bench/suites/ (e.g. fmnist-cpu)")
     what.add_argument("--set", dest="variables", type=_variable, action="append", default=[], metavar="KEY=VALUE",
                       help="override a suite variable used in its paths as ${KEY}")
     what.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
@@ -49,15 +55,17 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--onnx", action="append", default=[], metavar="PATH", help="an ONNX file, run by ONNX Runtime")
     what.add_argument("--engine", action="append", default=[], metavar="PATH",
                       help="a TensorRT engine or OpenVINO model, run by its runtime")
-    what.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt"),
-                      help="ONNX Runtime provider; checkpoints and engines use the GPU for cuda/tensorrt")
+    what.add_argument("--device", default="cpu", choices=_devices(),
+                      help="device of every row (an ONNX Runtime provider for .onnx files); rows whose backend "
+                           "lacks it use the GPU for a GPU device, else their own")
     what.add_argument("--compile", action="store_true", help="torch.compile the checkpoints")
     what.add_argument("--channels-last", action="store_true", help="run checkpoints in channels-last memory format")
     what.add_argument("--reference", help="row the ratios are taken against (default: the torch eager FP32 row)")
     how = p.add_argument_group("how to measure (override the suite's settings)")
-    how.add_argument("--dataset", help="evaluation dataset (default fashion_mnist)")
-    how.add_argument("--split", help="evaluation split (default test)")
-    how.add_argument("--data-dir", help="folder holding the dataset files")
+    how.add_argument("--dataset", help="evaluation dataset: fashion_mnist, cifar10, cifar100 or imagefolder (default: "
+                                       "the one the artifacts record, else fashion_mnist)")
+    how.add_argument("--split", help="evaluation split (default test: an ImageFolder's val/)")
+    how.add_argument("--data-dir", help="folder holding the dataset files (default: the one the artifacts record)")
     how.add_argument("--eval-images", type=int, help="evaluate on the first N images only (faster, coarser)")
     how.add_argument("--batches", type=_batches, help="batch sweep, e.g. 1,8,32,64 (default)")
     how.add_argument("--threads", type=positive_int, help="CPU threads for every runtime (default 2)")
@@ -76,7 +84,7 @@ def add_check_parser(sub: argparse._SubParsersAction) -> None:
                        description="Check accuracy floors, drops against the FP32 reference measured in the same "
                                    "run, and optional speed-ratio floors. Exit 0 pass, 1 regression, 2 bad input.")
     p.add_argument("results", help="results.json written by `rexnet-deploy bench`, or its folder")
-    p.add_argument("--baseline", required=True, help="baseline YAML/JSON, or a name in bench/baselines/")
+    p.add_argument("--baseline", required=True, help="baseline YAML/JSON, or a name in rexnet_deploy/bench/baselines/")
     p.add_argument("--junit", metavar="PATH", help="also write JUnit XML for CI systems")
     p.set_defaults(func=run_check_command)
 
@@ -122,7 +130,20 @@ def build_suite(args: argparse.Namespace):
     if args.batches is not None and suite.headline_batch not in args.batches:
         # the suite's table batch is not in the sweep asked for here: fall back to the default choice
         suite = dataclasses.replace(suite, batches=args.batches, headline_batch=None)
-    return suite.replace(**settings, timing=Timing(**{**suite.timing.to_dict(), **timing}))
+    suite = suite.replace(**settings, timing=Timing(**{**suite.timing.to_dict(), **timing}))
+    if not args.suite and args.dataset is None:
+        suite = suite.replace(dataset=_recorded_dataset_name(suite))
+    return suite
+
+
+def _recorded_dataset_name(suite) -> str | None:
+    """The dataset the given artifacts were made on (the first that records one), so a checkpoint or bundle
+    file trained on an ImageFolder tree is measured on that tree's val/ without flags; None: the default."""
+    from ..data import recorded_spec
+    from .harness import recorded_dataset
+
+    found = recorded_dataset(suite)
+    return recorded_spec(found[0]).name if found is not None else None
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
@@ -152,7 +173,7 @@ def run_check_command(args: argparse.Namespace) -> int:
     print(format_table(report.table_rows()))
     counts = {r: sum(o.result == r for o in report.outcomes) for r in ("pass", "fail", "skip")}
     print(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped "
-          f"(baseline {report.baseline_path})")
+          f"(baseline {report.baseline_path}, results from a CPU of class {report.isa_class or 'unrecorded'})")
     if args.junit:
         print(f"JUnit XML: {write_junit(report, args.junit)}")
     if not report.passed:

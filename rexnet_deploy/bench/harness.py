@@ -1,48 +1,30 @@
 """Run a suite: accuracy and speed of every artifact through the shared runners, one result row each.
 
-Every artifact is opened by the same runner classes that evaluation and parity checks use
-(``rexnet_deploy.runtime``), never by a private inference path. A runtime that cannot work here
-(:class:`RuntimeUnavailable`, e.g. TensorRT without a GPU) gives a ``skipped`` row with the reason; a
+Every artifact is opened by the same runners that evaluation and parity checks use (found through the
+backend table of ``rexnet_deploy.backends``), never by a private inference path. A runtime that cannot
+work here (:class:`RuntimeUnavailable`, e.g. TensorRT without a GPU) gives a ``skipped`` row with the reason; a
 file that fails to load or run gives a ``failed`` row; either way the other rows still run.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data import ImageDataset, Preprocess, load_dataset
-from ..errors import UserError
-from ..export import onnx_precision, read_metadata
-from ..runtime import Runner, RuntimeUnavailable, evaluate, open_runner
+from ..artifacts import read_manifest_if_any
+from ..backends import Runner, RuntimeUnavailable, artifact_size_bytes, evaluate, open_runner
+from ..data import DatasetSpec, DataSplit, Preprocess, check_num_classes, load_split, recorded_spec, resolve_spec
+from ..errors import UserError, first_line
+from ..onnx_io import onnx_precision, recorded_preprocess
 from .machine import machine_facts
 from .results import check_out_dir, compare_rows, write_results
 from .suite import ArtifactSpec, Suite
-from .timing import measure_steps, summarize_timings
+from .timing import measure_steps, speed_entry
 
 SCHEMA_VERSION = 1
-
-
-def artifact_size_bytes(path: Path) -> int | None:
-    """Bytes on disk; an OpenVINO IR counts its .xml and .bin, a folder all its files."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    if not path.is_file():
-        return None
-    size = path.stat().st_size
-    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
-        size += path.with_suffix(".bin").stat().st_size
-    return size
-
-
-def _manifest(path: Path) -> dict:
-    from ..artifacts import manifest_path, read_manifest
-
-    return read_manifest(path) if manifest_path(path).is_file() else {}
 
 
 def _recorded_preprocess(spec: ArtifactSpec, meta: dict) -> dict | None:
@@ -50,17 +32,14 @@ def _recorded_preprocess(spec: ArtifactSpec, meta: dict) -> dict | None:
     if isinstance(meta.get("preprocess"), dict):
         return meta["preprocess"]
     if spec.kind == "onnx":
-        value = read_metadata(spec.path).get("preprocess")
-        if value:
-            try:
-                parsed = json.loads(value)
-            except json.JSONDecodeError:
-                return None
-            return parsed if isinstance(parsed, dict) else None
+        try:
+            return recorded_preprocess(spec.path)
+        except ValueError:
+            return None
     return None
 
 
-def check_preprocess(spec: ArtifactSpec, meta: dict, dataset: ImageDataset) -> bool:
+def check_preprocess(spec: ArtifactSpec, meta: dict, dataset: DataSplit) -> bool:
     """Refuse an artifact trained with other preprocessing than the dataset's; False when it records none."""
     recorded = _recorded_preprocess(spec, meta)
     if recorded is None:
@@ -75,55 +54,52 @@ def check_preprocess(spec: ArtifactSpec, meta: dict, dataset: ImageDataset) -> b
     return True
 
 
-def open_artifact(spec: ArtifactSpec, threads: int) -> tuple[Runner, dict]:
-    """The shared runner for ``spec`` and the artifact's recorded metadata (checkpoint meta or manifest)."""
-    if spec.kind == "checkpoint":
-        import torch
+def open_artifact(spec: ArtifactSpec, threads: int) -> Runner:
+    """The shared runner for ``spec``, found through the backend table; its ``meta`` is what the artifact records.
 
-        from ..models import load_model
-        from ..runtime.torch_runner import TorchRunner
-
-        if spec.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeUnavailable("torch sees no CUDA GPU here: run this row on a machine with one")
-        model, meta = load_model(spec.path)
-        return TorchRunner(model, device=spec.device, channels_last=spec.channels_last, compile=spec.compile,
-                           threads=threads), meta
-    runner = open_runner(spec.path, device=spec.device, threads=threads)  # precision read from the file
+    A row's ``mode`` (checked against the backend's ``RUNNER_MODES`` when the suite was read) goes to its runner.
+    """
+    options = {"channels_last": spec.channels_last, "compile": spec.compile} if spec.kind == "checkpoint" else {}
+    if spec.mode:
+        options["mode"] = spec.mode
+    runner = open_runner(spec.path, device=spec.device, threads=threads, role=spec.kind, **options)
+    if not runner.meta:
+        runner.meta = read_manifest_if_any(spec.path)
     if spec.precision:
         runner.precision = spec.precision
-    return runner, _manifest(spec.path)
+    return runner
 
 
-def speed_input(dataset: ImageDataset, batch: int) -> np.ndarray:
+def speed_input(dataset: DataSplit, batch: int) -> np.ndarray:
     """A batch of real, preprocessed evaluation images (repeated when the split is smaller than the batch)."""
     n = min(batch, len(dataset))
-    images = dataset.preprocess(dataset.images[:n])
+    images = dataset.inputs(range(n))
     reps = -(-batch // n)
     return np.ascontiguousarray(np.tile(images.numpy(), (reps, 1, 1, 1))[:batch], dtype=np.float32)
 
 
 def measure_batch(runner: Runner, batch: np.ndarray, suite: Suite) -> dict:
-    """Timing of one batch size; device-resident inputs and CUDA events when the runner is on a GPU."""
-    device = getattr(runner, "device", None)
-    on_gpu = hasattr(runner, "infer_tensor") and getattr(device, "type", str(device)) == "cuda"
-    if on_gpu:
-        import torch
+    """Timing of one batch size, in the row's ``speed`` list.
 
-        x = torch.from_numpy(batch).to(device)
-        times, warmed = measure_steps(lambda: runner.infer_tensor(x), suite.timing, cuda=True)
-    else:
+    A CPU runner gets one timing: numpy in → numpy out, by ``perf_counter``. A GPU runner gets the two
+    that trtexec reports apart: the entry's own statistics are GPU compute time (CUDA events around
+    the enqueue, the input already on the device: ``timer: cuda_events``, ``input_on_device: true``),
+    and ``host_latency`` is end to end (host numpy in, both copies, synchronised numpy out:
+    ``timer: perf_counter``, ``input_on_device: false``).
+    """
+    if not runner.on_gpu:
         times, warmed = measure_steps(lambda: runner.infer(batch), suite.timing)
-    return {**summarize_timings(times, len(batch)), "warmup_steps": warmed,
-            "timer": "cuda_events" if on_gpu else "perf_counter", "input_on_device": on_gpu,
-            "raw_ms": [round(t, 4) for t in times]}
+        return speed_entry(times, len(batch), warmed, "perf_counter", False)
+    import torch
+
+    x = torch.from_numpy(batch).to(runner.device)
+    times, warmed = measure_steps(lambda: runner.infer_tensor(x), suite.timing, cuda=True, device=runner.device)
+    host, host_warmed = measure_steps(lambda: runner.infer(batch), suite.timing)
+    return {**speed_entry(times, len(batch), warmed, "cuda_events", True),
+            "host_latency": speed_entry(host, len(batch), host_warmed, "perf_counter", False)}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
-
-
-def bench_artifact(spec: ArtifactSpec, group: str, dataset: ImageDataset, suite: Suite,
+def bench_artifact(spec: ArtifactSpec, group: str, dataset: DataSplit, suite: Suite,
                    progress: bool = True) -> dict:
     """One result row: accuracy, then the batch sweep; ``skipped``/``failed`` rows carry the reason."""
     row = {"group": group, "name": spec.name, "kind": spec.kind, "path": str(spec.path), "format": spec.format,
@@ -132,27 +108,87 @@ def bench_artifact(spec: ArtifactSpec, group: str, dataset: ImageDataset, suite:
            "preprocess_checked": False, "accuracy": None, "speed": []}
     if not spec.path.exists():
         return {**row, "status": "skipped", "reason": f"{spec.path} not found (optional artifact)"}
+    dataset = suite.dataset_for(group, dataset)  # a speed-only group's resized images
     try:
         # what the file holds, known even when its runtime cannot start here
         row["precision"] = row["precision"] or (onnx_precision(spec.path) if spec.kind == "onnx"
-                                                else _manifest(spec.path).get("precision"))
-        runner, meta = open_artifact(spec, suite.threads)
-        with runner:
+                                                else read_manifest_if_any(spec.path).get("precision"))
+        with open_artifact(spec, suite.threads) as runner:
             row["precision"] = runner.precision
             row["runner"] = runner.describe()
-            row["preprocess_checked"] = check_preprocess(spec, meta, dataset)
+            row["preprocess_checked"] = check_preprocess(spec, runner.meta, dataset)
             row["accuracy"] = evaluate(runner, dataset, batch_size=suite.eval_batch, limit=suite.eval_images,
                                        progress=progress)
             for batch in tqdm(suite.batches, desc=f"time {group}/{spec.name}", unit="batch size",
                               disable=not progress, leave=False):
                 row["speed"].append(measure_batch(runner, speed_input(dataset, batch), suite))
+            row["runner"] = runner.describe()  # again: runners that compile per batch size record each one
     except RuntimeUnavailable as exc:
         return {**row, "status": "skipped", "reason": str(exc), "accuracy": None, "speed": []}
     except UserError as exc:
         return {**row, "status": "failed", "reason": str(exc), "accuracy": None, "speed": []}
     except Exception as exc:  # a runtime's own error (bad graph, compiler failure): report it, bench the rest
-        return {**row, "status": "failed", "reason": _first_line(exc), "accuracy": None, "speed": []}
+        return {**row, "status": "failed", "reason": f"{type(exc).__name__}: {first_line(exc, 200)}", "accuracy": None,
+                "speed": []}
     return row
+
+
+def recorded_meta(spec: ArtifactSpec) -> dict:
+    """What an artifact file records about its model and data: its manifest, else ONNX ``metadata_props`` or
+    checkpoint metadata; {} for a file that records nothing (or cannot be read: its row reports that)."""
+    found = read_manifest_if_any(spec.path) if spec.path.exists() else {}
+    if recorded_spec(found) is not None or not spec.path.exists():
+        return found
+    try:
+        if spec.kind == "onnx":
+            from ..onnx_io import read_metadata
+
+            return {**found, **read_metadata(spec.path)}
+        if spec.kind == "checkpoint":
+            from ..models.checkpoint import read_metadata
+
+            return {**found, **read_metadata(spec.path)}
+    except UserError:
+        return found
+    except Exception:  # a foreign file: its row fails with the reason when it is opened
+        return found
+    return found
+
+
+def recorded_dataset(suite: Suite) -> tuple[dict, str] | None:
+    """The first artifact of the suite that records a dataset: (its metadata, its path)."""
+    for _, spec in suite.artifacts():
+        meta = recorded_meta(spec)
+        if recorded_spec(meta) is not None:
+            return meta, str(spec.path)
+    return None
+
+
+def bench_spec(suite: Suite) -> DatasetSpec:
+    """The data a suite is measured on: its ``dataset``/``data_dir``, with what the artifacts record filling in
+    the rest (an ImageFolder's folder, input size and preprocessing come from the models trained on it)."""
+    found = recorded_dataset(suite)
+    meta, origin = found if found is not None else ({}, None)
+    recorded = recorded_spec(meta)
+    if recorded is None or recorded.name != suite.dataset:
+        meta, origin = {}, None  # the artifacts record other data (or none): the suite's settings alone
+    return resolve_spec(meta, dataset=suite.dataset, data_dir=suite.data_dir, origin=origin)
+
+
+def bench_split(suite: Suite) -> DataSplit:
+    """The evaluation split of :func:`bench_spec` (``split: train`` reads the training split).
+
+    On an ImageFolder tree, a model trained for another number of classes is refused before anything is
+    measured (a speed-only group's rows excepted: their top-1 means nothing anyway).
+    """
+    spec = bench_spec(suite)
+    split = load_split(spec, "train" if suite.split == "train" else "val")
+    if spec.is_folder:
+        for group, artifact in suite.artifacts():
+            num_classes = str(recorded_meta(artifact).get("num_classes", ""))
+            if group.preprocess is None and num_classes.isdigit():
+                check_num_classes(split, int(num_classes), str(artifact.path))
+    return split
 
 
 def run_bench(suite: Suite, out_dir: str | Path | None = None, *, progress: bool = True,
@@ -165,7 +201,7 @@ def run_bench(suite: Suite, out_dir: str | Path | None = None, *, progress: bool
     suite.check_files()
     if out_dir is not None:
         check_out_dir(out_dir)  # before minutes of measuring, not after
-    dataset = load_dataset(suite.dataset, suite.split, suite.data_dir)
+    dataset = bench_split(suite)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     rows = []
     for group, spec in tqdm(suite.artifacts(), desc="bench", unit="artifact", disable=not progress):
@@ -178,7 +214,7 @@ def run_bench(suite: Suite, out_dir: str | Path | None = None, *, progress: bool
             r["is_reference"] = r is reference
             r["ratios"] = compare_rows(r, reference)
     results = {"schema_version": SCHEMA_VERSION, "created": created, "command": command,
-               "suite": suite.to_dict(), "dataset": {k: v for k, v in dataset.describe().items() if k != "classes"},
+               "suite": suite.to_dict(), "dataset": {**dataset.describe(), "spec": dataset.spec.to_dict()},
                "machine": machine_facts(), "rows": rows}
     if out_dir is not None:
         write_results(results, out_dir)

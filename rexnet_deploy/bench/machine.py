@@ -6,19 +6,9 @@ import os
 import platform
 import shutil
 import subprocess
-from pathlib import Path
 
 from ..artifacts import tool_versions
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (Linux), else what ``platform`` says."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+from ..hardware import cpu_facts
 
 
 def gpu_facts() -> list[dict]:
@@ -45,10 +35,10 @@ def gpu_facts() -> list[dict]:
 
 
 def machine_facts() -> dict:
-    """CPU, cores, GPUs, OS, library versions and the ONNX Runtime providers this install offers."""
+    """CPU (model, decisive ISA flags and their class), cores, GPUs, OS, library versions, ONNX Runtime providers."""
     import onnxruntime as ort
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "usable_cores": usable,
+    return {**cpu_facts(), "cpu_cores": os.cpu_count(), "usable_cores": usable,
             "platform": platform.platform(), "gpus": gpu_facts(),
             "onnxruntime_providers": ort.get_available_providers(), "tool_versions": tool_versions()}

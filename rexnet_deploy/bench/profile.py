@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from ..artifacts import atomic_dir
-from ..errors import UserError
+from ..errors import UserError, require_file
 from ..report import markdown_table
 
 CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv", "NhwcFusedConv"}
@@ -103,9 +103,7 @@ def profile_onnx(path: str | Path, batch: int = 64, threads: int = 2, runs: int 
     """Kernel time of each layer kind at ``batch`` in ONNX Runtime CPU (mean over ``runs``), and its MAC share."""
     import onnxruntime as ort
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ONNX file {path} does not exist: check the path or run `rexnet-deploy export`")
+    path = require_file(path, "ONNX file", "check the path or run `rexnet-deploy export`")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and others for a damaged file

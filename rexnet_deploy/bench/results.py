@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from ..artifacts import atomic_dir
+from ..backends import BACKENDS
 from ..errors import UserError
 from ..report import format_table, markdown_table
 
@@ -97,7 +98,9 @@ def sweep_rows(results: dict) -> list[dict]:
             out.append({"model": r["group"], "artifact": r["name"], "batch": s["batch"], "steps": s["steps"],
                         "ms median": s["ms"]["median"], "ms p90": s["ms"]["p90"], "ms p99": s["ms"]["p99"],
                         "img/s": s["img_per_s"],
-                        "× img/s": ((r.get("ratios") or {}).get("speedup") or {}).get(str(s["batch"]))})
+                        "× img/s": ((r.get("ratios") or {}).get("speedup") or {}).get(str(s["batch"])),
+                        "timer": s.get("timer"),
+                        "host ms median": ((s.get("host_latency") or {}).get("ms") or {}).get("median")})
     return out
 
 
@@ -108,9 +111,10 @@ def terminal_table(results: dict) -> str:
 def _machine_line(machine: dict) -> str:
     tools = machine["tool_versions"]
     gpus = "; ".join(f"{g['name']} (cc {g['capability']}, driver {g['driver']})" for g in machine["gpus"]) or "none"
-    libs = ", ".join(f"{k} {tools[k]}" for k in ("torch", "onnxruntime-gpu", "onnxruntime", "openvino", "tensorrt")
-                     if k in tools)
-    return f"CPU {machine['cpu']} ({machine['usable_cores']} usable cores), GPU: {gpus}; {libs}"
+    packages = dict.fromkeys(p for b in BACKENDS.values() for p in b.packages if p != "torchvision")
+    libs = ", ".join(f"{k} {tools[k]}" for k in packages if k in tools)
+    isa = ", ".join(machine.get("isa_flags") or []) or "none of the INT8/BF16 extensions"
+    return f"CPU {machine['cpu']} ({machine['usable_cores']} usable cores; ISA {isa}), GPU: {gpus}; {libs}"
 
 
 def markdown_report(results: dict) -> str:
@@ -128,6 +132,9 @@ def markdown_report(results: dict) -> str:
         f"then up to {t['steps']} timed steps (stopping after {t['max_seconds']} s once {t['min_steps']} are "
         f"recorded); percentiles by linear interpolation of the raw step times (median = p50); img/s = batch × "
         f"steps ÷ timed seconds",
+        "- Timers: perf_counter rows time host calls (numpy in, numpy out); cuda_events rows time GPU compute "
+        "with the inputs already on the device (as trtexec's GPU compute time), and their `host ms` is the "
+        "end-to-end host latency, synchronised",
         "- Ratios are against each model's reference row (ref): × img/s = img/s ÷ the reference's at the same "
         "batch, Δ top-1 in points, × p99 = p99 step time ÷ the reference's",
         "", f"## Summary (batch {suite['table_batch']})", "", markdown_table(summary_rows(results)),

@@ -1,6 +1,6 @@
 """Benchmark suites: which artifacts to run, grouped by model, and how to measure them.
 
-A suite is a YAML file (schema in bench/suites/README.md)::
+A suite is a YAML file (schema in rexnet_deploy/bench/suites/README.md)::
 
     name: fmnist-cpu                # default: the file's stem
     dataset: fashion_mnist          # evaluation data, preprocessed as in training
@@ -17,6 +17,12 @@ A suite is a YAML file (schema in bench/suites/README.md)::
           - {name: torch-fp32, checkpoint: runs/tiny/best.pt}
           - {name: ort-fp32, onnx: "${bundle}/model.onnx"}
           - {name: trt-int8, engine: "${bundle}/model.int8.engine", optional: true}
+          - {name: openvino-bf16, engine: "${bundle}/model.fp32.openvino.xml", mode: bf16}
+
+A row's ``mode`` is a runner mode its backend declares in ``RUNNER_MODES`` (OpenVINO: ``bf16``,
+``defaults``; torch: ``bf16``). A group's ``preprocess`` (size, mean, std) makes it a speed-only group: its
+rows see ``eval_images`` (default 64) of the suite's images resized to that size and normalised that way,
+so a 224×224 model can be timed beside 32×32 ones (its top-1 on those images means nothing).
 
 Relative paths are taken from the folder the command runs in (the project root).
 """
@@ -25,22 +31,25 @@ from __future__ import annotations
 
 import dataclasses
 import string
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..backends import BACKENDS, ROLES, Backend, backend_for
+from ..data import ImageDataset, Preprocess
 from ..errors import UserError
 from .timing import Timing
 
-KINDS = ("checkpoint", "onnx", "engine")
+KINDS = ROLES  # a suite row names its file by role: checkpoint (torch), onnx (run as it is) or engine
 ROW_TAGS = {"checkpoint": "torch", "onnx": "onnx", "engine": "engine"}  # default row names: TAG:FILE_STEM
-DEVICES = {"checkpoint": ("cpu", "cuda"), "onnx": ("cpu", "cuda", "tensorrt"), "engine": ("cpu", "cuda")}
-SUITES_DIR = Path("bench/suites")
+SUITES_DIR = Path(__file__).parent / "suites"  # package data, found from any folder
 
-_ARTIFACT_KEYS = {"name", *KINDS, "device", "precision", "compile", "channels_last", "optional"}
-_GROUP_KEYS = {"name", "reference", "artifacts"}
+_ARTIFACT_KEYS = {"name", *KINDS, "device", "precision", "compile", "channels_last", "optional", "mode"}
+_GROUP_KEYS = {"name", "reference", "artifacts", "preprocess", "eval_images"}
+SPEED_ONLY_IMAGES = 64  # images a speed-only group is evaluated on and times with (repeated to fill a batch)
 _SUITE_KEYS = {"name", "description", "dataset", "split", "data_dir", "eval_images", "eval_batch", "batches",
                "headline_batch", "threads", "timing", "vars", "models"}
 
@@ -50,32 +59,33 @@ class ArtifactSpec:
     """One row of the benchmark: a file and the runtime that runs it."""
 
     name: str
-    kind: str  # "checkpoint" (torch), "onnx" (ONNX Runtime) or "engine" (runtime.open_runner)
+    kind: str  # one of KINDS; the backend is found by the file's suffix in the backend table
     path: Path
-    device: str = "cpu"
+    device: str = "cpu"  # one of the backend's devices
     precision: str | None = None  # None: read from the artifact (manifest, ONNX graph)
     compile: bool = False
     channels_last: bool = False
     optional: bool = False  # a missing file gives a "skipped" row instead of an error
+    mode: str | None = None  # a runner mode of the backend (RUNNER_MODES): bf16, defaults (the peer rows)
 
     @property
     def is_torch_eager(self) -> bool:
-        return self.kind == "checkpoint" and not self.compile and not self.channels_last
+        return self.kind == "checkpoint" and not self.compile and not self.channels_last and not self.mode
+
+    @property
+    def backend(self) -> str:
+        return backend_for(self.path, self.kind).name
 
     @property
     def format(self) -> str:
         """What runs it, in words for the table."""
+        mode = f" [{self.mode}]" if self.mode else ""
         if self.kind == "checkpoint":
-            mode = "torch compile" if self.compile else "torch eager"
-            return f"{mode}{' channels-last' if self.channels_last else ''} ({self.device})"
+            how = "compile" if self.compile else "eager"
+            return f"{self.backend} {how}{' channels-last' if self.channels_last else ''} ({self.device}){mode}"
         if self.kind == "onnx":
-            return f"onnxruntime ({self.device})"
-        suffix = self.path.suffix.lower()
-        if suffix == ".xml":
-            return "openvino"
-        if suffix in (".engine", ".plan"):
-            return "tensorrt"
-        return "engine"
+            return f"{self.backend} ({self.device}){mode}"
+        return self.backend + mode  # an engine runs where it was built for
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,8 @@ class ModelGroup:
     name: str
     artifacts: tuple[ArtifactSpec, ...]
     reference: str | None = None
+    preprocess: Preprocess | None = None  # set: a speed-only group, see the module docstring
+    eval_images: int | None = None  # a speed-only group's image count (default SPEED_ONLY_IMAGES)
 
     def reference_name(self) -> str:
         """The explicit reference, else the torch eager FP32 row, else the first row."""
@@ -143,6 +155,13 @@ class Suite:
     def artifacts(self) -> list[tuple[ModelGroup, ArtifactSpec]]:
         return [(g, a) for g in self.groups for a in g.artifacts]
 
+    def dataset_for(self, group: str, dataset: ImageDataset) -> ImageDataset:
+        """The images a group's rows see: the suite's dataset, or a speed-only group's resized copy of part of it."""
+        found = next((g for g in self.groups if g.name == group), None)
+        if found is None or found.preprocess is None:
+            return dataset
+        return _resized(dataset, found.preprocess, found.eval_images or SPEED_ONLY_IMAGES)
+
     def check_files(self) -> None:
         """Refuse a missing required artifact before any time is spent measuring the others."""
         for group, spec in self.artifacts():
@@ -158,6 +177,29 @@ class Suite:
         return {"name": self.name, "path": self.path, "dataset": self.dataset, "split": self.split,
                 "eval_images": self.eval_images, "eval_batch": self.eval_batch, "batches": list(self.batches),
                 "table_batch": self.table_batch, "threads": self.threads, "timing": self.timing.to_dict()}
+
+
+_RESIZED: OrderedDict[tuple, tuple[ImageDataset, ImageDataset]] = OrderedDict()
+
+
+def _resized(dataset: ImageDataset, preprocess: Preprocess, count: int) -> ImageDataset:
+    """The first ``count`` images of ``dataset`` resized (bilinear) to ``preprocess.size``, normalised by it.
+
+    Kept for the few groups of one run (keyed by the dataset object, which the entry holds alive), so each row
+    of a group does not resize again.
+    """
+    import torch
+
+    key = (id(dataset), preprocess, count)
+    if key not in _RESIZED:
+        images = dataset.images[:count].float()
+        images = torch.nn.functional.interpolate(images, size=(preprocess.size, preprocess.size), mode="bilinear",
+                                                 align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+        _RESIZED[key] = (dataset, ImageDataset(dataset.name, dataset.split, images, dataset.labels[:count].clone(),
+                                               dataset.classes, preprocess))
+        while len(_RESIZED) > 4:
+            _RESIZED.popitem(last=False)
+    return _RESIZED[key][1]
 
 
 def _check_keys(obj: Any, allowed: set[str], where: str, source: str) -> dict:
@@ -186,19 +228,62 @@ def _artifact(entry: Any, variables: dict[str, str], where: str, source: str) ->
         raise UserError(f"{source}: {where} needs exactly one of checkpoint/onnx/engine, got {kinds or 'none'}")
     kind = kinds[0]
     path = Path(_substitute(str(entry[kind]), variables, where, source))
-    device = str(entry.get("device", "cpu"))
-    if device not in DEVICES[kind]:
-        raise UserError(f"{source}: {where} has device {device!r}; a {kind} runs on {', '.join(DEVICES[kind])}")
+    try:
+        backend = backend_for(path, kind)
+    except UserError as exc:
+        raise UserError(f"{source}: {where}: {exc}") from None
+    device = str(entry.get("device", backend.devices[0]))
+    if device not in backend.devices:
+        raise UserError(f"{source}: {where} has device {device!r}; {backend.name} runs on {', '.join(backend.devices)}")
     if kind != "checkpoint" and (entry.get("compile") or entry.get("channels_last")):
         raise UserError(f"{source}: {where}: compile/channels_last apply to checkpoints (torch) only")
+    mode = _mode(entry.get("mode"), backend, where, source)
     name = str(entry.get("name") or f"{ROW_TAGS[kind]}:{path.stem}")
-    return ArtifactSpec(name=name, kind=kind, path=path, device=device, precision=entry.get("precision"),
+    # a mode that fixes the arithmetic (bf16) names the row's precision, also on a row skipped before it opens
+    precision = entry.get("precision") or (backend_modes(backend).get(mode) if mode else None)
+    return ArtifactSpec(name=name, kind=kind, path=path, device=device, precision=precision,
                         compile=bool(entry.get("compile")), channels_last=bool(entry.get("channels_last")),
-                        optional=bool(entry.get("optional")))
+                        optional=bool(entry.get("optional")), mode=mode)
+
+
+def backend_modes(backend: Backend) -> dict[str, str | None]:
+    """The runner modes a backend's module declares (``RUNNER_MODES``: mode → the precision it computes in)."""
+    return dict(getattr(backend.impl(), "RUNNER_MODES", {}))
+
+
+def _mode(value: Any, backend: Backend, where: str, source: str) -> str | None:
+    if value is None:
+        return None
+    modes = backend_modes(backend)
+    if str(value) not in modes:
+        known = f"modes {', '.join(modes)}" if modes else "no modes"
+        raise UserError(f"{source}: {where} has mode {value!r}; {backend.name} runners take {known}: fix or drop it")
+    return str(value)
+
+
+def _group_preprocess(group: dict, where: str, source: str) -> tuple[Preprocess | None, int | None]:
+    """A speed-only group's ``preprocess`` and ``eval_images``, checked."""
+    raw, count = group.get("preprocess"), group.get("eval_images")
+    if raw is None:
+        if count is not None:
+            raise UserError(f"{source}: {where} sets eval_images without preprocess: eval_images of a group applies "
+                            f"to speed-only groups (with preprocess); use the suite's eval_images otherwise")
+        return None, None
+    try:
+        _check_keys(raw, {"size", "mean", "std"}, f"{where}.preprocess", source)
+        preprocess = Preprocess.from_dict(raw)
+        if preprocess.size < 1 or len(preprocess.mean) != 3 or len(preprocess.std) != 3:
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{source}: {where}.preprocess needs size (a positive integer) and mean, std (3 numbers "
+                        f"each), got {raw!r}") from None
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise UserError(f"{source}: {where}.eval_images must be a positive integer, got {count!r}")
+    return preprocess, count
 
 
 def resolve_suite_path(name_or_path: str | Path) -> Path:
-    """A path to a YAML file, or a suite name looked up as bench/suites/NAME.yaml."""
+    """A path to a YAML file, or a suite name looked up as rexnet_deploy/bench/suites/NAME.yaml."""
     path = Path(name_or_path)
     if path.is_file():
         return path
@@ -228,7 +313,9 @@ def load_suite(name_or_path: str | Path, variables: dict[str, str] | None = None
         g = _check_keys(g, _GROUP_KEYS, f"models[{i}]", source)
         arts = tuple(_artifact(a, merged, f"models[{i}].artifacts[{j}]", source)
                      for j, a in enumerate(g.get("artifacts") or []))
-        groups.append(ModelGroup(name=str(g.get("name") or f"model{i}"), artifacts=arts, reference=g.get("reference")))
+        preprocess, count = _group_preprocess(g, f"models[{i}]", source)
+        groups.append(ModelGroup(name=str(g.get("name") or f"model{i}"), artifacts=arts, reference=g.get("reference"),
+                                 preprocess=preprocess, eval_images=count))
     try:
         timing = Timing(**_check_keys(data.get("timing") or {}, {f.name for f in dataclasses.fields(Timing)},
                                       "timing", source))
@@ -237,7 +324,8 @@ def load_suite(name_or_path: str | Path, variables: dict[str, str] | None = None
         return Suite(groups=tuple(groups), name=str(data.get("name") or path.stem), timing=timing,
                      batches=tuple(int(b) for b in data.get("batches") or Suite.batches), path=str(path), **settings)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{source}: a setting has the wrong type ({exc}): see bench/suites/README.md") from None
+        raise UserError(f"{source}: a setting has the wrong type ({exc}): see rexnet_deploy/bench/suites/README.md"
+                        ) from None
 
 
 def suite_from_paths(*, checkpoints: list[str] = (), onnx: list[str] = (), engines: list[str] = (),
@@ -246,14 +334,16 @@ def suite_from_paths(*, checkpoints: list[str] = (), onnx: list[str] = (), engin
     """A one-group suite from artifact paths given on the command line (or by a pipeline).
 
     Rows are named ``torch:STEM``, ``onnx:STEM`` and ``engine:STEM``; ``reference`` picks one by name.
+    ``device`` is any backend's device; each row runs on it where its backend can, else on the GPU for a GPU
+    device, else on its backend's own (an engine bound to one device runs there).
     """
-    if device not in DEVICES["onnx"]:
-        raise UserError(f"unknown --device {device!r}: choose cpu, cuda or tensorrt")
+    known = list(dict.fromkeys(d for b in BACKENDS.values() for d in b.devices))
+    if device not in known:
+        raise UserError(f"unknown --device {device!r}: choose {', '.join(known)}")
     specs: list[ArtifactSpec] = []
     for kind, paths in (("checkpoint", checkpoints), ("onnx", onnx), ("engine", engines)):
         for p in paths:
-            # ONNX Runtime takes the provider as given; torch and engines run on the GPU for cuda/tensorrt
-            dev = device if kind == "onnx" or device == "cpu" else "cuda"
+            dev = backend_for(p, kind).device_for(device)
             name = base = f"{ROW_TAGS[kind]}:{Path(p).stem}"
             copies = 1
             while name in {s.name for s in specs}:  # the same file twice (e.g. to see run-to-run noise)

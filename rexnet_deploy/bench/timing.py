@@ -1,34 +1,26 @@
 """Step timing: warm-up, timed steps, and the statistics computed from the raw step times.
 
-Percentiles use linear interpolation between the two nearest ranks (Hyndman & Fan type 7, numpy's
-default ``method="linear"``): for ``n`` sorted values the ``q``-th percentile sits at rank
-``q / 100 * (n - 1)``, and a fractional rank interpolates between its neighbours.
+Percentiles are ``numpy.percentile``'s default (``method="linear"``, Hyndman & Fan type 7): for ``n``
+sorted values the ``q``-th percentile sits at rank ``q / 100 * (n - 1)``, interpolated between neighbours.
+
+What a time means is said beside it (:func:`speed_entry`): ``timer`` is ``perf_counter`` (host wall
+clock around the whole call) or ``cuda_events`` (GPU time between two events on the stream the work is
+queued on, as trtexec's "GPU Compute Time"), and ``input_on_device`` says whether the input was already
+on the GPU, i.e. whether host↔device copies are in the time.
 """
 
 from __future__ import annotations
 
 import gc
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from ..errors import UserError
 
 PERCENTILES = (50, 90, 99)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0–100) of ``values`` by linear interpolation between closest ranks."""
-    if not values:
-        raise ValueError("percentile of an empty list")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile {q} is outside 0..100")
-    ordered = sorted(values)
-    rank = q / 100 * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summarize_timings(step_ms: Sequence[float], batch: int) -> dict:
@@ -38,9 +30,9 @@ def summarize_timings(step_ms: Sequence[float], batch: int) -> dict:
     """
     if not step_ms:
         raise ValueError("no timed steps to summarize")
-    stats = {"mean": sum(step_ms) / len(step_ms), "median": percentile(step_ms, 50), "min": min(step_ms),
-             "max": max(step_ms)}
-    stats.update({f"p{q}": percentile(step_ms, q) for q in PERCENTILES})
+    at = np.percentile(np.asarray(step_ms, dtype=np.float64), [50, *PERCENTILES])
+    stats = {"mean": sum(step_ms) / len(step_ms), "median": float(at[0]), "min": min(step_ms), "max": max(step_ms)}
+    stats.update({f"p{q}": float(v) for q, v in zip(PERCENTILES, at[1:])})
     return {"batch": batch, "steps": len(step_ms), "ms": stats, "img_per_s": batch * len(step_ms) * 1e3 / sum(step_ms)}
 
 
@@ -72,12 +64,32 @@ class Timing:
         return asdict(self)
 
 
-def measure_steps(step: Callable[[], object], timing: Timing, cuda: bool = False) -> tuple[list[float], int]:
+def speed_entry(step_ms: Sequence[float], batch: int, warmup_steps: int, timer: str, input_on_device: bool) -> dict:
+    """One batch size's timing as results.json records it: the statistics, and what the times measured."""
+    return {**summarize_timings(step_ms, batch), "warmup_steps": warmup_steps, "timer": timer,
+            "input_on_device": input_on_device, "raw_ms": [round(t, 4) for t in step_ms]}
+
+
+def measure_steps(step: Callable[[], object], timing: Timing, cuda: bool = False,
+                  device: object = None) -> tuple[list[float], int]:
     """Warm up, then time ``step`` repeatedly; returns (raw step times in ms, warm-up steps run).
 
-    With ``cuda=True`` each step is timed by CUDA events recorded on the current stream and waited
-    for, so the time is the device's, not the launch's; otherwise by ``time.perf_counter``.
+    With ``cuda=True`` each step is timed by CUDA events recorded on the current stream of ``device``
+    (a torch device or index; None: the current one) before and after ``step`` and waited for: the GPU
+    time of the work ``step`` queues there (a runner with its own stream orders it between the two
+    events). Otherwise by ``time.perf_counter``.
     """
+    if cuda:
+        import torch
+
+        # events are recorded on the current device's stream: make it the runner's, or a runner on
+        # cuda:1 would be timed by events on cuda:0 that wait for nothing
+        with torch.cuda.device(device):
+            return _measure(step, timing, cuda)
+    return _measure(step, timing, cuda)
+
+
+def _measure(step: Callable[[], object], timing: Timing, cuda: bool) -> tuple[list[float], int]:
     warmed = 0
     start = time.perf_counter()
     while warmed < timing.warmup_steps or time.perf_counter() - start < timing.warmup_seconds:

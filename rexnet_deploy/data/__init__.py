@@ -1,5 +1,21 @@
-"""Datasets and preprocessing."""
+"""Datasets and preprocessing: a dataset named by a :class:`DatasetSpec`, any split of it by :func:`load_split`."""
 
 from .datasets import DATASETS, FASHION_MNIST_CLASSES, ImageDataset, Preprocess, load_dataset, load_fashion_mnist
+from .spec import DatasetSpec, dataset_spec, recorded_spec, resolve_spec
+from .splits import (
+    DataSplit,
+    calibration_draw,
+    check_classes,
+    check_num_classes,
+    data_record,
+    load_datasets,
+    load_split,
+    recipe_spec,
+    split_spec,
+    stratified_indices,
+)
 
-__all__ = ["DATASETS", "FASHION_MNIST_CLASSES", "ImageDataset", "Preprocess", "load_dataset", "load_fashion_mnist"]
+__all__ = ["DATASETS", "FASHION_MNIST_CLASSES", "DataSplit", "DatasetSpec", "ImageDataset", "Preprocess",
+           "calibration_draw", "check_classes", "check_num_classes", "data_record", "dataset_spec", "load_dataset",
+           "load_datasets", "load_fashion_mnist", "load_split", "recipe_spec", "recorded_spec", "resolve_spec",
+           "split_spec", "stratified_indices"]

@@ -10,13 +10,17 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .spec import DatasetSpec
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -55,7 +59,11 @@ class Preprocess:
 
 @dataclass
 class ImageDataset:
-    """A split held in memory: ``images`` uint8 [N, 3, H, W], ``labels`` int64 [N]."""
+    """A split held in memory: ``images`` uint8 [N, 3, H, W], ``labels`` int64 [N].
+
+    ``spec`` is the dataset it came from (:class:`~.spec.DatasetSpec`, what checkpoints record); ``root``
+    the folder of an ImageFolder split decoded into memory.
+    """
 
     name: str
     split: str
@@ -63,6 +71,9 @@ class ImageDataset:
     labels: torch.Tensor
     classes: tuple[str, ...]
     preprocess: Preprocess
+    spec: DatasetSpec | None = None
+    root: Path | None = None
+    in_memory: bool = field(default=True, init=False)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -72,15 +83,26 @@ class ImageDataset:
         return len(self.classes)
 
     def describe(self) -> dict:
-        return {"dataset": self.name, "split": self.split, "num_images": len(self),
-                "preprocess": self.preprocess.to_dict(), "classes": list(self.classes)}
+        found = {"dataset": self.name, "split": self.split, "num_images": len(self),
+                 "preprocess": self.preprocess.to_dict(), "classes": list(self.classes)}
+        if self.root is not None:
+            found["root"] = str(self.root)
+        if self.spec is not None and self.spec.name == "imagefolder":
+            found.update(crop_pct=self.spec.crop_pct, interpolation=self.spec.interpolation, in_memory=True)
+        return found
+
+    def select(self, indices) -> "ImageDataset":
+        """These images (a sequence or tensor of indices), in that order."""
+        keep = torch.as_tensor(indices, dtype=torch.int64)
+        return ImageDataset(self.name, self.split, self.images[keep], self.labels[keep], self.classes,
+                            self.preprocess, self.spec, self.root)
 
     def subset(self, count: int, seed: int = 0) -> "ImageDataset":
         """``count`` images drawn at random (fixed by ``seed``), in their original order."""
         if count >= len(self):
             return self
-        keep = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-        return ImageDataset(self.name, self.split, self.images[keep], self.labels[keep], self.classes, self.preprocess)
+        drawn = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
+        return self.select(drawn.sort().values)
 
     def batches(self, batch_size: int, limit: int | None = None):
         """(normalised float32 images, labels) in order, for evaluation and calibration."""
@@ -88,6 +110,10 @@ class ImageDataset:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             yield self.preprocess(self.images[start:stop]), self.labels[start:stop]
+
+    def inputs(self, indices) -> torch.Tensor:
+        """These images preprocessed as evaluation does: float32 [N, 3, size, size]."""
+        return self.preprocess(self.images[torch.as_tensor(indices, dtype=torch.int64)])
 
 
 def _read_idx(path: Path) -> np.ndarray:

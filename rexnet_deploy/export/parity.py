@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
-from ..data import ImageDataset, Preprocess, load_dataset
+from ..backends import open_runner
+from ..data import DataSplit, Preprocess, load_split, recorded_spec, resolve_spec
 from ..errors import CheckFailed, UserError
+from ..onnx_io import input_shape, onnx_precision, read_metadata
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class ParityLimit:
 # the largest single difference is thus only a guard against gross errors (a wrong scale); agreement decides.
 PARITY_LIMITS = {
     "fp32": ParityLimit(max_abs=1e-4, max_rel=1e-3, min_agreement=1.0, tie=1e-3),
+    # an FP32 engine built with TF32 (`build --tf32`): conv/GEMM inputs rounded to a 10-bit mantissa like FP16,
+    # but float32 storage and accumulation, so its error sits below FP16's (not measured on a GPU yet)
+    "tf32": ParityLimit(max_abs=None, max_rel=1e-2, min_agreement=0.99, tie=5e-3),
     "fp16": ParityLimit(max_abs=None, max_rel=2e-2, min_agreement=0.99, tie=1e-2),
     "int8": ParityLimit(max_abs=None, max_rel=0.5, min_agreement=0.95, tie=0.1),
 }
@@ -50,7 +54,7 @@ class ParityBatch:
     source: str
 
 
-def make_parity_batch(split: ImageDataset | None, input_size: tuple[int, int, int], num_images: int,
+def make_parity_batch(split: DataSplit | None, input_size: tuple[int, int, int], num_images: int,
                       why_random: str | None = None, seed: int = 0) -> ParityBatch:
     """The first ``num_images`` test images (normalised), or seeded random normal inputs when there is no split."""
     if split is None:
@@ -58,33 +62,32 @@ def make_parity_batch(split: ImageDataset | None, input_size: tuple[int, int, in
         images = torch.randn(num_images, *input_size, generator=gen).numpy()
         return ParityBatch(images, f"random normal inputs ({num_images}, seed {seed}): {why_random}")
     n = min(num_images, len(split))
-    images = split.preprocess(split.images[:n]).numpy()
+    images = split.inputs(range(n)).numpy()
     return ParityBatch(images, f"{split.name} {split.split} split, first {n} images")
 
 
 def onnx_parity_batch(onnx_path: str | Path, num_images: int = 128, data_dir: str | Path | None = None) -> ParityBatch:
-    """Parity inputs for a file exported by rexnet-deploy: its dataset's test images when that dataset is
-    installed and fits, else random inputs (the reason is recorded)."""
-    from .onnx_export import read_metadata
-
+    """Parity inputs for a file exported by rexnet-deploy: the validation images of the dataset it records
+    (an ImageFolder tree's ``val/`` too, preprocessed as recorded) when that data is there and fits, else
+    random inputs (the reason is recorded)."""
     meta = read_metadata(onnx_path)
     try:
         input_size = tuple(json.loads(meta["input_size"]))
         preprocess = Preprocess.from_dict(json.loads(meta["preprocess"]))
     except (KeyError, ValueError, TypeError):
-        graph_input = onnx.load(str(onnx_path), load_external_data=False).graph.input[0]
-        dims = tuple(d.dim_value for d in graph_input.type.tensor_type.shape.dim[1:])
-        if len(dims) != 3 or not all(dims):
+        dims = input_shape(onnx_path)[1:]
+        if len(dims) != 3 or not all(isinstance(d, int) and d > 0 for d in dims):
             raise UserError(f"{onnx_path} records no input size and its input is {dims}: export it with "
                             f"rexnet-deploy export") from None
         return make_parity_batch(None, dims, num_images, f"{Path(onnx_path).name} records no preprocessing")
-    if not meta.get("dataset"):
+    if not meta.get("dataset") or recorded_spec(meta) is None:
         return make_parity_batch(None, input_size, num_images, f"{Path(onnx_path).name} names no dataset")
     try:
-        split = load_dataset(meta["dataset"], "test", data_dir)
+        spec = resolve_spec(meta, data_dir=data_dir, origin=str(onnx_path))
+        split = load_split(spec, "val")
     except UserError as exc:
         return make_parity_batch(None, input_size, num_images, f"{meta['dataset']} is not available ({exc})")
-    if tuple(split.images.shape[1:]) != input_size:
+    if (3, split.preprocess.size, split.preprocess.size) != input_size:
         return make_parity_batch(None, input_size, num_images, f"{meta['dataset']} images do not fit {input_size}")
     return make_parity_batch(dataclasses.replace(split, preprocess=preprocess), input_size, num_images)
 
@@ -140,15 +143,12 @@ def check_parity(model: nn.Module, onnx_path: str | Path, images: np.ndarray, pr
     ``precision`` defaults to what the file carries; ``reference`` (the torch logits) can be passed
     to avoid recomputing them for every variant.
     """
-    from ..runtime.onnxruntime_runner import OnnxRuntimeRunner
-    from .onnx_export import onnx_precision
-
     precision = precision or onnx_precision(onnx_path)
     if reference is None:
         reference = torch_logits(model, images)
-    with OnnxRuntimeRunner(onnx_path, precision=precision) as runner:
+    with open_runner(onnx_path, role="onnx") as runner:
         candidate = runner.infer(images)
-    return {**compare_logits(reference, candidate, precision), "reference": "torch", "runtime": "onnxruntime"}
+    return {**compare_logits(reference, candidate, precision), "reference": "torch", "runtime": runner.backend}
 
 
 def require_parity(result: dict, what: str | Path,

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .rexnet import ChannelPlan, ReXNet
 
 # Our trainer writes {"model": state_dict, ...}; timm/others use these keys for the weights.
@@ -28,8 +28,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({reason}); "
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({first_line(exc, 120)}); "
                         f"the file is truncated or of another kind: re-download or re-save it") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path} holds a {type(obj).__name__}, not a state_dict: save model.state_dict()")
@@ -146,6 +145,11 @@ def load_checkpoint(model: ReXNet, path: str | Path) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in _STATE_KEYS}
 
 
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's metadata (everything but the weights): model, dataset spec, metrics, provenance."""
+    return {k: v for k, v in read_checkpoint(path).items() if k not in _STATE_KEYS}
+
+
 def save_model_checkpoint(model: ReXNet, path: str | Path, **meta: Any) -> Path:
     """Write ``{"model": state_dict, "model_name", "width", "num_classes", "plan", **meta}`` atomically.
 
@@ -153,6 +157,11 @@ def save_model_checkpoint(model: ReXNet, path: str | Path, **meta: Any) -> Path:
     so :func:`load_model` rebuilds the exact architecture; ``meta`` carries provenance (dataset,
     preprocess, metrics, source hash). Only tensors and plain Python values: loadable with
     ``weights_only=True``.
+
+    ``meta["dataset_spec"]`` (``DatasetSpec.to_dict()`` of :mod:`rexnet_deploy.data`: name, folder, class
+    names, input size, preprocessing, crop) is how later stages find the data without flags; the trainer
+    and the prune stage write it, beside the older flat ``dataset``/``preprocess``/``classes`` keys. It
+    is kept as plain values here: this layer does not import the data layer (which imports it).
     """
     from ..artifacts import atomic_path
     from .registry import get_model_info

@@ -1,25 +1,25 @@
 """The one-command pipeline: train → prune → fine-tune → calibrate → quantize/export → bench → check.
 
-Every stage is the stage's own public function; this module only chains them, decides what can be
-reused, and gathers the final table. A stage is reused when its folder holds a ``stage.json`` whose
-key (a hash of the stage's settings and of its inputs' hashes) matches and whose outputs exist; a
-training run that was killed resumes from its last epoch.
+Every stage is the stage's own public function; this module only chains them, names what each
+stage's result depends on, and gathers the final table. A stage is reused when its folder holds a
+``stage.json`` whose key (a hash of the stage's settings and of its inputs' hashes) matches and whose
+outputs exist (:mod:`rexnet_deploy.stages`); a training run that was killed resumes from its last epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..artifacts import atomic_dir, sha256_file, write_json
+import yaml
+
 from ..errors import CheckFailed, UserError
+from ..stages import Stage
 
-STAGE_FILE = "stage.json"
+if TYPE_CHECKING:
+    from ..train import Recipe
 
 
 @dataclasses.dataclass
@@ -28,7 +28,10 @@ class PipelineConfig:
 
     recipe: str = "fmnist-cpu"
     out: Path = Path("runs/pipeline-fmnist-cpu")
+    dataset: str | None = None  # None: the recipe's
     data_dir: str | None = None
+    input_size: int | None = None  # ImageFolder: None is the model's own
+    epochs: int | None = None  # None: the recipe's (or quick()'s)
     train_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     prune_width: float | None = None
     prune_macs: float | None = 0.5
@@ -37,11 +40,16 @@ class PipelineConfig:
     finetune_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     kd_weight: float = 0.5
     calib_images: int = 512
-    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+    cap_calib_images: bool = True  # a training split smaller than calib_images gives all its images
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")  # or ("auto",): all, and the fastest here recommended
+    deploy_batch: int | None = None  # what --precision auto times candidates at (None: the largest bench batch)
+    engines: list[str] | None = None  # backends the export builds (None: every one this machine can)
     eval_images: int | None = None  # None: the whole test split
     batches: tuple[int, ...] = (1, 8, 32, 64)
     threads: int = 2
     baseline: str | None = "pipeline-fmnist-cpu"
+    # on data other than the baseline's own (Fashion-MNIST), keep only its drop budgets, against this run's rows
+    own_reference: bool = True
 
     @classmethod
     def quick(cls, **changes: Any) -> "PipelineConfig":
@@ -53,72 +61,24 @@ class PipelineConfig:
             calib_images=256, eval_images=2000, batches=(1, 32), baseline="pipeline-quick"), **changes)
 
 
-def _key(settings: dict[str, Any], inputs: list[Path]) -> str:
-    blob = json.dumps(settings, sort_keys=True, default=str) + "".join(sha256_file(p) for p in inputs)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def pipeline_recipe(cfg: PipelineConfig) -> Recipe:
+    """The training recipe: ``cfg.recipe`` with ``train_overrides``, then the flags that were given on top."""
+    from ..train import load_recipe
+
+    given = {"dataset": cfg.dataset, "input_size": cfg.input_size, "epochs": cfg.epochs}
+    return load_recipe(cfg.recipe, {**cfg.train_overrides, **{k: v for k, v in given.items() if v is not None}})
 
 
-def _reusable(folder: Path, key: str, outputs: list[str]) -> bool:
-    try:
-        stage = json.loads((folder / STAGE_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return stage.get("key") == key and all((folder / o).exists() for o in outputs)
+def train_stage(cfg: PipelineConfig, recipe: Recipe, log: Callable[[str], None] = print) -> Path:
+    """The pipeline's training step: ``fit`` with the recipe in ``cfg.out/train``; its best checkpoint.
 
-
-def _mark(folder: Path, name: str, key: str, outputs: list[str], settings: dict[str, Any]) -> None:
-    write_json(folder / STAGE_FILE, {"stage": name, "key": key, "outputs": outputs, "settings": settings})
-
-
-def _stage(name: str, folder: Path, settings: dict[str, Any], inputs: list[Path], outputs: list[str],
-           build: Callable[[Path], None], log: Callable[[str], None]) -> Path:
-    """Run ``build(tmp_folder)`` unless ``folder`` already holds this stage's up-to-date outputs.
-
-    The folder is replaced whole (atomic_dir), so an interrupted stage leaves the previous one intact.
+    A finished run of this recipe is reused, a killed one resumes from ``last.pt``, another recipe's
+    run is replaced. The weights start as ``rexnet-deploy train`` with the same recipe starts them.
     """
-    key = _key(settings, inputs)
-    if _reusable(folder, key, outputs):
-        log(f"[{name}] up to date, reused: {folder}")
-        return folder
-    log(f"[{name}] running → {folder}")
-    with atomic_dir(folder) as tmp:
-        build(tmp)
-        _mark(tmp, name, key, outputs, settings)
-    return folder
+    from ..train import TrainRequest, fit_stage
 
-
-def _train(cfg: PipelineConfig, recipe, log: Callable[[str], None]) -> Path:
-    """Train with the recipe; a killed run resumes from ``last.pt`` (same key), a changed recipe restarts."""
-    from ..data import load_dataset
-    from ..models import create_model
-    from ..train import train_model
-
-    folder = cfg.out / "train"
-    settings = {"recipe": recipe.to_dict()}
-    key = _key(settings, [])
-    if _reusable(folder, key, ["best.pt"]):
-        log(f"[train] up to date, reused: {folder}")
-        return folder / "best.pt"
-    try:
-        pending = json.loads((folder / "pending.json").read_text()).get("key")
-    except (OSError, json.JSONDecodeError):
-        pending = None
-    resume = pending == key and (folder / "last.pt").exists()
-    if resume:
-        log(f"[train] resuming the interrupted run in {folder}")
-    else:
-        if folder.exists():
-            shutil.rmtree(folder)  # another recipe's run: derived output, rebuilt below
-        log(f"[train] running recipe {recipe.name} → {folder}")
-        folder.mkdir(parents=True)
-        write_json(folder / "pending.json", {"key": key})
-    train_set = load_dataset(recipe.dataset, "train", cfg.data_dir)
-    test_set = load_dataset(recipe.dataset, "test", cfg.data_dir)
-    model = create_model(recipe.model, width=recipe.width, num_classes=train_set.num_classes, dropout=recipe.dropout)
-    result = train_model(model, recipe, train_set, test_set, folder, resume=resume)
-    (folder / "pending.json").unlink(missing_ok=True)
-    _mark(folder, "train", key, ["best.pt"], settings)
-    return result.best_checkpoint
+    best, _ = fit_stage(TrainRequest(recipe, cfg.out / "train", data_dir=cfg.data_dir), log=log)
+    return best
 
 
 def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -126,75 +86,137 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
 
     Raises :class:`CheckFailed` when the baseline check fails (after writing everything).
     """
-    from ..bench import check_results, load_baseline, run_bench, terminal_table, write_junit
-    from ..export import export_bundle, read_bundle
-    from ..prune.stage import prune_checkpoint
+    from ..bench import check_results, run_bench, terminal_table, write_junit
+    from ..bundle import BundleRequest, export_bundle, read_bundle
+    from ..data import load_split, recipe_spec
+    from ..prune import FinetuneSpec, PruneRequest, prune_checkpoint
     from ..quant import build_calibration_set
-    from ..train import load_recipe
 
-    # bad names fail here, before any long work
-    recipe = load_recipe(cfg.recipe, cfg.train_overrides)
-    if cfg.baseline:
-        load_baseline(cfg.baseline)
+    # bad names and bad data fail here, before anything is written
+    recipe = pipeline_recipe(cfg)
+    spec = recipe_spec(recipe, cfg.data_dir)
+    train_images = len(load_split(spec, "train"))
+    load_split(spec, "val")
+    baseline = _baseline(cfg, spec.name)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    source = _train(cfg, recipe, log)
-    recipe_dataset = recipe.dataset
+    source = train_stage(cfg, recipe, log)
 
     prune_settings = {"width": cfg.prune_width, "macs": cfg.prune_macs, "importance": cfg.importance,
                       "epochs": cfg.finetune_epochs, "overrides": cfg.finetune_overrides, "kd_weight": cfg.kd_weight}
 
     def prune(tmp: Path) -> None:
-        prune_checkpoint(source, tmp, width=cfg.prune_width, macs_ratio=cfg.prune_macs, importance=cfg.importance,
-                         dataset=recipe_dataset, data_dir=cfg.data_dir, epochs=cfg.finetune_epochs,
-                         overrides=cfg.finetune_overrides, kd_weight=cfg.kd_weight, eval_limit=cfg.eval_images)
+        finetune = FinetuneSpec(epochs=cfg.finetune_epochs, overrides=cfg.finetune_overrides, kd_weight=cfg.kd_weight)
+        prune_checkpoint(PruneRequest(source, tmp, width=cfg.prune_width, macs_ratio=cfg.prune_macs,
+                                      importance=cfg.importance, data_dir=cfg.data_dir, eval_limit=cfg.eval_images,
+                                      finetune=finetune))
 
-    prune_dir = _stage("prune", cfg.out / "prune", prune_settings, [source], ["finetuned.pt"], prune, log)
+    prune_dir = Stage("prune", cfg.out / "prune", prune_settings, [source], ["finetuned.pt"]).run(prune, log)
     pruned = prune_dir / "finetuned.pt"
 
-    calib_settings = {"dataset": recipe_dataset, "num_images": cfg.calib_images, "seed": 0}
-    calib_dir = _stage("calib", cfg.out / "calib", calib_settings, [], ["calib.pt"], lambda tmp: build_calibration_set(
-        recipe_dataset, cfg.calib_images, 0, out=tmp / "calib.pt", data_dir=cfg.data_dir), log)
+    calib_images = min(cfg.calib_images, train_images) if cfg.cap_calib_images else cfg.calib_images
+    calib_settings = {"dataset_spec": spec.to_dict(), "num_images": calib_images, "seed": 0}
+    calib_dir = Stage("calib", cfg.out / "calib", calib_settings, outputs=["calib.pt"]).run(
+        lambda tmp: build_calibration_set(spec, calib_images, 0, out=tmp / "calib.pt"), log)
     calib = calib_dir / "calib.pt"
 
-    export_settings = {"precisions": list(cfg.precisions), "eval_images": cfg.eval_images}
+    deploy_batch = cfg.deploy_batch or max(cfg.batches)
+    export_settings = {"precisions": list(cfg.precisions), "eval_images": cfg.eval_images,
+                       "deploy_batch": deploy_batch,
+                       "engines": list(cfg.engines) if cfg.engines is not None else "all available"}
     bundle_dir = cfg.out / "export"
 
     def export(tmp: Path) -> None:
-        export_bundle(checkpoint=pruned, precisions=cfg.precisions, out_dir=tmp / "bundle", dataset=recipe_dataset,
-                      data_dir=cfg.data_dir, calibration=calib, eval_images=cfg.eval_images or 0)
+        export_bundle(BundleRequest(checkpoint=pruned, precisions=cfg.precisions, out_dir=tmp / "bundle",
+                                    dataset=spec.name, data_dir=cfg.data_dir, calibration=calib, engines=cfg.engines,
+                                    eval_images=cfg.eval_images or 0, deploy_batch=deploy_batch))
 
-    _stage("export", bundle_dir, export_settings, [pruned, calib], ["bundle/bundle.json"], export, log)
+    Stage("export", bundle_dir, export_settings, [pruned, calib], ["bundle/bundle.json"]).run(export, log)
     bundle = read_bundle(bundle_dir / "bundle")
 
     log("[bench] measuring every artifact")
-    suite = pipeline_suite(source, pruned, bundle_dir / "bundle", bundle, cfg, recipe_dataset)
+    suite = pipeline_suite(source, pruned, bundle_dir / "bundle", bundle, cfg, spec.name)
     results = run_bench(suite, cfg.out / "bench", command="rexnet-deploy pipeline")
     print(terminal_table(results))
     verdict = None
-    if cfg.baseline:
-        report = check_results(results, cfg.baseline)
+    if baseline is not None:
+        report = check_results(results, baseline)
         write_junit(report, cfg.out / "bench" / "junit.xml")
         from ..report import format_table
 
         print(format_table(report.table_rows()))
         verdict = bool(report)
         if not verdict:
-            raise CheckFailed(f"{len(report.failures)} accuracy/speed check(s) against baseline {cfg.baseline} failed "
-                              f"(details above, JUnit in {cfg.out / 'bench' / 'junit.xml'})")
+            against = _baseline_name(cfg, spec.name)
+            raise CheckFailed(f"{len(report.failures)} accuracy/speed check(s) against {against} failed"
+                              f" (details above, JUnit in {cfg.out / 'bench' / 'junit.xml'})")
     return {"results": results, "passed": verdict, "out": str(cfg.out)}
+
+
+BASELINE_DATASET = "fashion_mnist"  # the data the packaged pipeline baselines' floors were measured on
+
+
+def own_reference_baseline(name: str) -> dict[str, Any]:
+    """Baseline ``name`` with its absolute floors (``min_top1``/``min_top5``) removed: only the drop budgets
+    remain, each against a reference row of the same run, which is what holds on anyone's data."""
+    from ..bench.check import resolve_baseline_path
+
+    path = resolve_baseline_path(name)
+    data = yaml.safe_load(path.read_text())
+    floors = ("min_top1", "min_top5")
+    artifacts = {}
+    for pattern, limits in (data.get("artifacts") or {}).items():
+        kept = {k: v for k, v in (limits or {}).items() if k not in floors}
+        if set(kept) - {"versus"}:  # an entry left with no limit would check nothing
+            artifacts[pattern] = kept
+    return {"description": f"{data.get('description', name)} — drop budgets only, against this run's own rows",
+            "suite": data.get("suite"), "defaults": {k: v for k, v in (data.get("defaults") or {}).items()
+                                                     if k not in floors}, "artifacts": artifacts}
+
+
+def _own_reference(cfg: PipelineConfig, dataset: str) -> bool:
+    """Whether the check keeps only the baseline's drop budgets: on data other than the baseline's own."""
+    return cfg.own_reference and dataset != BASELINE_DATASET
+
+
+def _baseline(cfg: PipelineConfig, dataset: str) -> str | dict[str, Any] | None:
+    """What the check stage compares with (loaded here, so a bad name fails before any work)."""
+    from ..bench import load_baseline
+
+    if not cfg.baseline:
+        return None
+    baseline = own_reference_baseline(cfg.baseline) if _own_reference(cfg, dataset) else cfg.baseline
+    load_baseline(baseline)
+    return baseline
+
+
+def _baseline_name(cfg: PipelineConfig, dataset: str) -> str:
+    return f"the drop budgets of baseline {cfg.baseline} (this run's own reference rows)" \
+        if _own_reference(cfg, dataset) else f"baseline {cfg.baseline}"
 
 
 def pipeline_suite(source: Path, pruned: Path, bundle_dir: Path, bundle: dict[str, Any], cfg: PipelineConfig,
                    dataset: str):
     """One group: the source model in torch (the reference), the pruned one, and every bundle file."""
+    from ..backends import get_backend
     from ..bench.suite import ArtifactSpec, ModelGroup, Suite
 
     specs = [ArtifactSpec("torch-source-fp32", "checkpoint", source),
              ArtifactSpec("torch-pruned-fp32", "checkpoint", pruned)]
     for f in bundle["files"]:
-        runtime = "ort" if f["kind"] == "onnx" else f["kind"]
-        specs.append(ArtifactSpec(f"{runtime}-{f['variant']}", "onnx" if f["kind"] == "onnx" else "engine",
-                                  bundle_dir / f["file"]))
+        backend = get_backend(f["backend"])
+        specs.append(ArtifactSpec(f"{backend.row_tag}-{f['variant']}", backend.role, bundle_dir / f["file"],
+                                  device=backend.devices[0]))
+        if f["precision"] == "fp32":
+            # the peer row: the same FP32 file with nothing set but the threads (what a user gets without this tool)
+            for mode, precision in backend.runner_modes().items():
+                if precision is None:
+                    specs.append(ArtifactSpec(f"{backend.row_tag}-default", backend.role, bundle_dir / f["file"],
+                                              device=backend.devices[0], mode=mode))
+    pick = bundle.get("recommended")
+    if pick:  # --precision auto's file, again, under a name a baseline can gate on: pipeline/recommended
+        backend = get_backend(pick["backend"])
+        specs.append(ArtifactSpec("recommended", backend.role, bundle_dir / pick["path"], device=backend.devices[0],
+                                  mode=pick["mode"]))
     if not any(s.kind != "checkpoint" for s in specs):
         raise UserError(f"bundle {bundle_dir} holds no runnable file: re-run the export stage")
     return Suite(groups=(ModelGroup("pipeline", tuple(specs), "torch-source-fp32"),), name="pipeline",

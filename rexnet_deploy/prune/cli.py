@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import positive_int
+from ..cli_args import apply_threads, positive_int
+from ..errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +16,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "until MACs/params are at most R times the source's. Which channels go is decided by "
                     "--importance. The result is fine-tuned with the checkpoint's training recipe (or --recipe), "
                     "optionally distilled from the unpruned model (--kd-weight).")
-    p.add_argument("checkpoint", help="trained checkpoint (rexnet-deploy train's best.pt, timm or official weights)")
+    p.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
+                   help="trained checkpoint (rexnet-deploy train's best.pt, timm or official weights)")
+    p.add_argument("--checkpoint", dest="checkpoint_flag", metavar="PATH",
+                   help="the checkpoint, as export and bench take it (instead of the positional CHECKPOINT)")
     target = p.add_argument_group("target (exactly one)")
     target.add_argument("--width", type=float, help="prune to the family's channel plan at this width")
     target.add_argument("--macs", type=float, metavar="R", help="keep at most R (0<R<1) of the source's MACs")
@@ -50,19 +54,26 @@ def _recipe_overrides(args: argparse.Namespace) -> dict:
     return {"lr": args.lr, **parse_set_overrides(args.set)}
 
 
+def _checkpoint(args: argparse.Namespace) -> str:
+    """The checkpoint, given exactly once: positionally or with --checkpoint."""
+    given = [c for c in (args.checkpoint, args.checkpoint_flag) if c is not None]
+    if len(given) != 1:
+        raise UserError("give the checkpoint once: rexnet-deploy prune CHECKPOINT ... or rexnet-deploy prune "
+                        "--checkpoint CHECKPOINT ...")
+    return given[0]
+
+
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from .stage import FinetuneSpec, PruneRequest, prune_checkpoint
 
-    from .stage import prune_checkpoint
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    overrides = _recipe_overrides(args)
-    final = prune_checkpoint(args.checkpoint, args.out, model_name=args.model, source_width=args.source_width,
-                             width=args.width, macs_ratio=args.macs, params_ratio=args.params,
-                             importance=args.importance, steps=args.steps, dataset=args.dataset,
-                             data_dir=args.data_dir, recipe=args.recipe, epochs=args.epochs, overrides=overrides,
-                             kd_weight=args.kd_weight, kd_temperature=args.kd_temperature,
-                             eval_limit=args.eval_images, device=args.device, progress=not args.no_progress)
+    checkpoint = _checkpoint(args)
+    apply_threads(args.threads)
+    finetune = FinetuneSpec(recipe=args.recipe, epochs=args.epochs, overrides=_recipe_overrides(args),
+                            kd_weight=args.kd_weight, kd_temperature=args.kd_temperature)
+    final = prune_checkpoint(PruneRequest(
+        checkpoint, args.out, width=args.width, macs_ratio=args.macs, params_ratio=args.params,
+        importance=args.importance, steps=args.steps, model_name=args.model, source_width=args.source_width,
+        dataset=args.dataset, data_dir=args.data_dir, eval_limit=args.eval_images, finetune=finetune,
+        device=args.device, progress=not args.no_progress))
     print(f"checkpoint: {final}\nreport: {args.out}/report.md")
     return 0

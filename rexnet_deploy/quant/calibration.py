@@ -8,7 +8,6 @@ calibrated on differently normalised images gets wrong activation ranges without
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,10 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_path, manifest_path, read_manifest, sha256_file, write_manifest
-from ..data import Preprocess, load_dataset
-from ..errors import UserError
+from ..data import DatasetSpec, Preprocess, calibration_draw, dataset_spec
+from ..data import stratified_indices as stratified_indices  # re-exported: its home before the data layer
+from ..errors import UserError, first_line, require_file
+from ..onnx_io import recorded_preprocess
 
 DEFAULT_NUM_IMAGES = 512
 # Activation ranges from a handful of images depend on which images were drawn more than on the data
@@ -27,47 +28,59 @@ MIN_CALIBRATION_IMAGES = 32
 CALIB_DIR = Path("calib")
 
 
-def default_calibration_path(dataset_name: str, num_images: int, seed: int) -> Path:
-    return CALIB_DIR / f"{dataset_name}-{num_images}-s{seed}.pt"
+def default_calibration_path(dataset: str | DatasetSpec, num_images: int, seed: int) -> Path:
+    """``calib/<dataset>-<N>-s<seed>.pt``; an ImageFolder's name also carries its folder, input size and a hash
+    of its spec, so sets drawn from different trees or at different sizes never share a file."""
+    if isinstance(dataset, DatasetSpec):
+        if not dataset.is_folder:
+            dataset = dataset.name
+        else:
+            import hashlib
+            import json
+
+            spec = {k: v for k, v in dataset.to_dict().items() if k != "classes"}
+            digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+            folder = Path(dataset.folder or "tree").name or "tree"
+            dataset = f"{dataset.name}-{folder}-{dataset.input_size}px-{digest}"
+    return CALIB_DIR / f"{dataset}-{num_images}-s{seed}.pt"
 
 
-def stratified_indices(labels: torch.Tensor, num_images: int, seed: int) -> torch.Tensor:
-    """``num_images`` indices with each class in proportion to its share of ``labels`` (largest remainder)."""
-    classes, counts = torch.unique(labels, return_counts=True)
-    quota = counts.double() * num_images / len(labels)
-    take = quota.floor().long()
-    # hand the leftover images to the classes with the largest fractional quota (ties: lower class id)
-    leftover = num_images - int(take.sum())
-    take[torch.argsort(-(quota - take), stable=True)[:leftover]] += 1
-    gen = torch.Generator().manual_seed(seed)
-    picked = []
-    for cls, k in zip(classes.tolist(), take.tolist()):
-        members = torch.nonzero(labels == cls).flatten()
-        picked.append(members[torch.randperm(len(members), generator=gen)[:k]])
-    return torch.sort(torch.cat(picked)).values
+def calibration_spec(dataset: str | DatasetSpec, data_dir: str | Path | None = None) -> DatasetSpec:
+    """A spec as given, or a built-in dataset's by name (an ImageFolder needs a spec: it has no fixed size)."""
+    if isinstance(dataset, DatasetSpec):
+        return dataset
+    if dataset == "imagefolder":
+        raise UserError("an ImageFolder calibration set needs its input size: pass --checkpoint (its model's) or "
+                        "--input-size")
+    return dataset_spec(dataset, data_dir)
 
 
-def build_calibration_set(dataset_name: str, num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0,
+def build_calibration_set(dataset: str | DatasetSpec, num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0,
                           out: str | Path | None = None, data_dir: str | Path | None = None) -> Path:
     """Draw ``num_images`` training images, preprocess them as evaluation does, save tensor + manifest.
 
-    Returns the tensor file's path (default ``calib/<dataset>-<N>-s<seed>.pt``).
+    ``dataset``: a :class:`~rexnet_deploy.data.DatasetSpec` (any dataset, e.g. a checkpoint's), or a built-in
+    dataset's name with ``data_dir``. The draw is stratified by class and seeded (``load_split(spec, "calib")``).
+    Returns the tensor file's path (default :func:`default_calibration_path`). Nothing is written when the
+    data is missing or holds fewer images than asked for.
     """
-    train = load_dataset(dataset_name, "train", data_dir)
-    if not MIN_CALIBRATION_IMAGES <= num_images <= len(train):
-        raise UserError(f"--num-images {num_images} is out of range: choose {MIN_CALIBRATION_IMAGES}…{len(train)} "
-                        f"(the {dataset_name} training split has {len(train)} images)")
-    out = Path(out) if out is not None else default_calibration_path(dataset_name, num_images, seed)
-    indices = stratified_indices(train.labels, num_images, seed)
-    images = train.preprocess(train.images[indices]).contiguous()
-    labels = train.labels[indices].clone()
+    spec = calibration_spec(dataset, data_dir)
+    if num_images < MIN_CALIBRATION_IMAGES:
+        raise UserError(f"--num-images {num_images} is too few: quantization needs at least "
+                        f"{MIN_CALIBRATION_IMAGES} calibration images")
+    train, indices = calibration_draw(spec, num_images, seed)  # what load_split(spec, "calib") draws
+    drawn = train.select(indices)
+    out = Path(out) if out is not None else default_calibration_path(spec, num_images, seed)
+    images = drawn.inputs(range(len(drawn))).contiguous()
+    labels = drawn.labels.clone()
     with atomic_path(out) as tmp:
         torch.save({"images": images, "labels": labels, "indices": indices}, tmp)
-    class_counts = torch.bincount(labels, minlength=train.num_classes).tolist()
+    class_counts = torch.bincount(labels, minlength=drawn.num_classes).tolist()
     write_manifest(out, {
-        "kind": "calibration-set", "dataset": train.name, "split": train.split, "num_images": num_images,
+        "kind": "calibration-set", "dataset": drawn.name, "split": drawn.split, "num_images": num_images,
         "seed": seed, "stratified_by": "class", "class_counts": class_counts,
-        "shape": list(images.shape), "dtype": "float32", "preprocess": train.preprocess.to_dict(),
+        "shape": list(images.shape), "dtype": "float32", "preprocess": drawn.preprocess.to_dict(),
+        "dataset_spec": train.spec.to_dict(), "classes": list(drawn.classes),
         "indices": indices.tolist(),
     })
     return out
@@ -105,8 +118,7 @@ class CalibrationSet:
             data = torch.load(path, map_location="cpu", weights_only=True)
             images, labels = data["images"], data["labels"]
         except Exception as exc:  # torch raises many types for foreign/truncated files
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-            raise UserError(f"calibration set {path} is not readable ({reason}): "
+            raise UserError(f"calibration set {path} is not readable ({first_line(exc, 120)}): "
                             f"rebuild it with `rexnet-deploy calib`") from None
         if not isinstance(images, torch.Tensor) or images.dtype != torch.float32 or \
                 images.dim() != 4 or images.shape[1:2] != (3,):
@@ -136,29 +148,24 @@ def _describe(p: Preprocess) -> str:
     return f"{p.size}px mean {[round(v, 4) for v in p.mean]} std {[round(v, 4) for v in p.std]}"
 
 
-def onnx_preprocess(onnx_path: str | Path) -> Preprocess:
-    """The preprocessing an exported model expects: its manifest's ``preprocess``, else its metadata's.
+def onnx_preprocess(onnx_path: str | Path, required: bool = True) -> Preprocess | None:
+    """The preprocessing an exported model expects (its manifest's, else its ``metadata_props``').
 
-    The export stage records it in ``<model>.onnx.json`` and as a JSON string in ``metadata_props``.
+    A file that records none is refused, or None when ``required`` is False; an unreadable record is refused.
     """
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise UserError(f"ONNX file {onnx_path} does not exist: check the path or run `rexnet-deploy export`")
-    found: Any = None
-    mpath = manifest_path(onnx_path)
-    if mpath.is_file():
-        found = read_manifest(onnx_path).get("preprocess")
-    if found is None:
-        from ..export import read_metadata
-
-        try:
-            found = read_metadata(onnx_path).get("preprocess")
-        except Exception as exc:  # onnx raises DecodeError and friends for foreign files
-            raise UserError(f"{onnx_path} is not a readable ONNX model ({type(exc).__name__}): re-export it") from None
-    if found is None:
-        raise UserError(f"{onnx_path} records no preprocessing (no `preprocess` in {mpath.name} or its metadata): "
-                        f"re-export it with `rexnet-deploy export`")
+    onnx_path = require_file(onnx_path, "ONNX file", "check the path or run `rexnet-deploy export`")
     try:
-        return Preprocess.from_dict(json.loads(found) if isinstance(found, str) else found)
+        found = recorded_preprocess(onnx_path)
+    except ValueError as exc:
+        raise UserError(f"{onnx_path} records an unreadable preprocess ({first_line(exc, 80)}): re-export it") from None
+    except Exception as exc:  # onnx raises DecodeError and friends for foreign files
+        raise UserError(f"{onnx_path} is not a readable ONNX model ({type(exc).__name__}): re-export it") from None
+    if found is None and not required:
+        return None
+    if found is None:
+        raise UserError(f"{onnx_path} records no preprocessing (no `preprocess` in {manifest_path(onnx_path).name} "
+                        f"or its metadata): re-export it with `rexnet-deploy export`")
+    try:
+        return Preprocess.from_dict(found)
     except (ValueError, KeyError, TypeError):
         raise UserError(f"{onnx_path} records an unreadable preprocess {str(found)[:80]!r}: re-export it") from None

@@ -5,16 +5,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .layouts import METHODS, TARGETS
+from .layouts import METHODS, targets
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calib", help="draw a calibration set (stratified, seeded, preprocessed) into calib/")
-    p.add_argument("--dataset", default="fashion_mnist", help="dataset whose training split is drawn from")
+    p = sub.add_parser("calib", help="draw a calibration set (stratified, seeded, preprocessed) into calib/",
+                       description="Draw a calibration set from a dataset's training split, stratified by class and "
+                                   "seeded, preprocessed as the model's evaluation. With --checkpoint the dataset, "
+                                   "its folder and the preprocessing are the checkpoint's.")
+    p.add_argument("--checkpoint", help="draw from the data this checkpoint was trained on, preprocessed as it was")
+    p.add_argument("--dataset", help="fashion_mnist, cifar10, cifar100 or imagefolder (default: the checkpoint's, "
+                                     "else fashion_mnist)")
     p.add_argument("--num-images", type=int, default=512, help="images in the set (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     p.add_argument("--out", type=Path, help="tensor file to write (default calib/<dataset>-<N>-s<seed>.pt)")
-    p.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
+    p.add_argument("--data-dir", type=Path, help="folder holding the dataset files (ImageFolder: train/ and val/)")
+    p.add_argument("--input-size", type=int, help="ImageFolder: the model's input size (default: the checkpoint's, "
+                                                  "else 224)")
     p.set_defaults(func=run_calib)
 
     p = sub.add_parser("quantize", help="INT8 (Q/DQ, per target) or FP16 ONNX from an exported FP32 ONNX")
@@ -22,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("int8", "fp16"), default="int8")
     p.add_argument("--calib", type=Path, help="calibration set from `rexnet-deploy calib` (int8)")
     p.add_argument("--method", choices=METHODS, default="minmax", help="activation range calibration (int8)")
-    p.add_argument("--target", choices=TARGETS, default="ort-cpu",
+    p.add_argument("--target", choices=list(targets()), default="ort-cpu",
                    help="Q/DQ layout: ort-cpu = uint8 activations, tensorrt = symmetric int8 only (int8)")
     p.add_argument("--max-drop", type=float, default=0.5,
                    help="top-1 points INT8 may lose against FP32 before sensitive units stay float (default 0.5)")
@@ -36,31 +43,55 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_quantize)
 
 
+def _calib_spec(args: argparse.Namespace):
+    """The data a calibration set is drawn from: the flags, then the checkpoint's record, else Fashion-MNIST."""
+    from ..data import resolve_spec
+
+    meta, model = {}, None
+    if args.checkpoint:
+        from ..models.checkpoint import read_metadata
+
+        meta = read_metadata(args.checkpoint)
+        model = meta.get("model_name")
+    return resolve_spec(meta, dataset=args.dataset or (None if args.checkpoint else "fashion_mnist"),
+                        data_dir=args.data_dir, input_size=args.input_size, model=model,
+                        origin=f"checkpoint {args.checkpoint}" if args.checkpoint else None)
+
+
 def run_calib(args: argparse.Namespace) -> int:
     from ..artifacts import read_manifest
     from .calibration import build_calibration_set
 
-    path = build_calibration_set(args.dataset, args.num_images, args.seed, args.out, args.data_dir)
+    path = build_calibration_set(_calib_spec(args), args.num_images, args.seed, args.out)
     manifest = read_manifest(path)
-    print(f"calibration set {path}: {manifest['num_images']} images of {manifest['dataset']}/{manifest['split']} "
-          f"(seed {manifest['seed']}), per class {manifest['class_counts']}; manifest {path}.json")
+    folder = manifest.get("dataset_spec", {}).get("folder")
+    print(f"calibration set {path}: {manifest['num_images']} images of {manifest['dataset']}/{manifest['split']}"
+          f"{f' ({folder})' if folder else ''} (seed {manifest['seed']}), per class {manifest['class_counts']}; "
+          f"manifest {path}.json")
     return 0
 
 
-def _eval_dataset_name(args: argparse.Namespace) -> str | None:
+def _eval_spec(args: argparse.Namespace):
+    """The validation data: --dataset/--data-dir, else the calibration set's, else what the ONNX file records."""
+    from ..data import recorded_spec, resolve_spec
+
     if args.dataset:
-        return args.dataset
+        return resolve_spec({}, dataset=args.dataset, data_dir=args.data_dir, origin=str(args.onnx))
     if args.calib is not None:
         from ..artifacts import read_manifest
 
-        return read_manifest(args.calib).get("dataset")
-    from ..export import read_metadata
+        meta, origin = read_manifest(args.calib), f"calibration set {args.calib}"
+    else:
+        from ..onnx_io import read_metadata
 
-    return read_metadata(args.onnx).get("dataset")
+        meta, origin = read_metadata(args.onnx), str(args.onnx)
+    if recorded_spec(meta, origin) is None:
+        return None
+    return resolve_spec(meta, data_dir=args.data_dir, origin=origin)
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from ..data import load_dataset
+    from ..data import load_split
     from ..errors import UserError
     from .fp16 import convert_fp16
     from .int8 import quantize_onnx
@@ -71,11 +102,11 @@ def run_quantize(args: argparse.Namespace) -> int:
         raise UserError("--calib is required for int8: build a set with `rexnet-deploy calib --dataset <name>`")
     eval_set = None
     if not args.no_eval:
-        name = _eval_dataset_name(args)
-        if name is None:
+        spec = _eval_spec(args)
+        if spec is None:
             print("note: accuracy not measured: pass --dataset to name the validation dataset")
         else:
-            eval_set = load_dataset(name, "val", args.data_dir)
+            eval_set = load_split(spec, "val")
     stem = args.onnx.with_suffix("")
     if args.precision == "fp16":
         out = convert_fp16(args.onnx, args.out or Path(f"{stem}-fp16.onnx"), eval_set=eval_set,

@@ -14,7 +14,8 @@ import onnx
 
 from ..artifacts import atomic_path, sha256_file, write_manifest
 from ..data import ImageDataset
-from ..errors import UserError
+from ..errors import UserError, first_line
+from ..onnx_io import read_metadata, set_metadata
 from .calibration import onnx_preprocess
 
 
@@ -30,7 +31,6 @@ def convert_fp16(onnx_path: str | Path, out_path: str | Path, keep_io_types: boo
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    from ..export import read_metadata, set_metadata
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     preprocess = onnx_preprocess(onnx_path)  # also checks that the file exists
@@ -41,8 +41,8 @@ def convert_fp16(onnx_path: str | Path, out_path: str | Path, keep_io_types: boo
         # onnx.checker want topological order
         OnnxModel.graph_topological_sort(half.graph)
     except Exception as exc:  # onnx/ORT raise many types for graphs they cannot read or convert
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise UserError(f"{onnx_path} cannot be converted to FP16 ({reason}): re-export it") from None
+        raise UserError(f"{onnx_path} cannot be converted to FP16 ({type(exc).__name__}: {first_line(exc)}): "
+                        f"re-export it; if rexnet-deploy export wrote it, report it with the file") from None
     set_metadata(half, {**read_metadata(onnx_path), "precision": "fp16"})
     onnx.checker.check_model(half)
     with atomic_path(out_path) as tmp:
@@ -50,12 +50,11 @@ def convert_fp16(onnx_path: str | Path, out_path: str | Path, keep_io_types: boo
 
     accuracy: dict[str, Any] | None = None
     if eval_set is not None:
-        from ..runtime import evaluate
-        from ..runtime.onnxruntime_runner import OnnxRuntimeRunner
+        from ..backends import evaluate, open_runner
 
-        with OnnxRuntimeRunner(onnx_path) as fp32_runner:
+        with open_runner(onnx_path, role="onnx") as fp32_runner:
             fp32 = evaluate(fp32_runner, eval_set, limit=eval_images, progress=progress)
-        with OnnxRuntimeRunner(out_path, precision="fp16") as fp16_runner:
+        with open_runner(out_path, role="onnx") as fp16_runner:
             fp16 = evaluate(fp16_runner, eval_set, limit=eval_images, progress=progress)
         accuracy = {"split": f"{eval_set.name}/{eval_set.split}", "num_images": fp32["num_images"],
                     "fp32": {"top1": fp32["top1"], "top5": fp32["top5"]},

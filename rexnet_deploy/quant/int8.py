@@ -25,10 +25,12 @@ import onnx
 from tqdm.auto import tqdm
 
 from ..artifacts import atomic_path, sha256_file, write_manifest
+from ..backends import TargetLayout, evaluate, open_runner
 from ..data import ImageDataset
-from ..errors import UserError
+from ..errors import UserError, first_line
+from ..onnx_io import qdq_layout, read_metadata, set_metadata
 from .calibration import CalibrationSet, onnx_preprocess
-from .layouts import METHODS, TARGETS, TargetLayout
+from .layouts import METHODS, targets
 
 CALIBRATION_BATCH = 64
 # ORT's calibrators keep every intermediate output of the images they are given; tiny-cifar-0.5 at 32×32
@@ -84,8 +86,8 @@ def prepare_for_quantization(onnx_path: Path, out_path: Path) -> Path:
     try:
         quant_pre_process(str(onnx_path), str(out_path), skip_symbolic_shape=True)
     except Exception as exc:  # ORT raises its own types for graphs it cannot optimize
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise UserError(f"{onnx_path} cannot be prepared for quantization ({reason}): re-export it") from None
+        raise UserError(f"{onnx_path} cannot be prepared for quantization ({type(exc).__name__}: {first_line(exc)}): "
+                        f"re-export it; if rexnet-deploy export wrote it, report it with the file") from None
     return out_path
 
 
@@ -166,9 +168,7 @@ def build_qdq(prepared: Path, ranges: Path, out_path: Path, layout: TargetLayout
 
 
 def _logits(path: Path, batches: list[np.ndarray]) -> np.ndarray:
-    from ..runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-    with OnnxRuntimeRunner(path) as runner:
+    with open_runner(path, role="onnx") as runner:
         return np.concatenate([runner.infer(b) for b in batches])
 
 
@@ -192,53 +192,8 @@ def rank_sensitivity(prepared: Path, ranges: Path, layout: TargetLayout, method:
 
 
 def _accuracy(path: Path, eval_set: ImageDataset, eval_images: int | None, progress: bool) -> dict[str, float]:
-    from ..runtime import evaluate
-    from ..runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-    with OnnxRuntimeRunner(path) as runner:
+    with open_runner(path, role="onnx") as runner:
         return evaluate(runner, eval_set, limit=eval_images, progress=progress)
-
-
-def qdq_layout(path: str | Path) -> dict[str, Any]:
-    """What Q/DQ a model holds: element types and zero points of activations, weights and biases.
-
-    Weights/biases are the DequantizeLinear nodes fed by an initializer; activations are the
-    QuantizeLinear outputs. ``float_ops`` counts, per op type, the compute nodes outside Q/DQ: no
-    dequantized input, or an output that is not re-quantized. Used to record the layout and to check
-    a TensorRT model.
-    """
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    found: dict[str, dict[str, Any]] = {}
-
-    def note(kind: str, data_type: str, zero: np.ndarray | None) -> None:
-        entry = found.setdefault(kind, {"types": set(), "count": 0, "nonzero_zero_points": 0})
-        entry["types"].add(data_type)
-        entry["count"] += 1
-        entry["nonzero_zero_points"] += int(zero is not None and np.any(zero != 0))
-
-    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    consumers: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node.op_type)
-    float_ops: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            requantized = all(consumers.get(o) and set(consumers[o]) == {"QuantizeLinear"} for o in node.output)
-            if not (requantized and any(i in dequantized for i in node.input)):
-                float_ops[node.op_type] = float_ops.get(node.op_type, 0) + 1
-            continue
-        zero = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
-            value = inits[node.input[0]]
-            note("bias" if value.dtype == np.int32 else "weights", str(value.dtype), zero)
-        elif node.op_type == "QuantizeLinear":
-            note("activations", str(zero.dtype) if zero is not None else "uint8", zero)
-    return {**{kind: {**v, "types": sorted(v["types"])} for kind, v in found.items()},
-            "float_ops": dict(sorted(float_ops.items()))}
 
 
 def quantize_onnx(onnx_path: str | Path, calibration: str | Path, out_path: str | Path, *, method: str = "minmax",
@@ -254,12 +209,13 @@ def quantize_onnx(onnx_path: str | Path, calibration: str | Path, out_path: str 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if method not in METHODS:
         raise UserError(f"unknown calibration method {method!r}: choose {', '.join(METHODS)}")
-    if target not in TARGETS:
-        raise UserError(f"unknown quantization target {target!r}: choose {', '.join(TARGETS)}")
+    layouts = targets()
+    if target not in layouts:
+        raise UserError(f"unknown quantization target {target!r}: choose {', '.join(layouts)}")
     if max_drop < 0 or max_float_units < 0 or (eval_images is not None and eval_images < 1):
         raise UserError(f"max_drop ({max_drop}) and max_float_units ({max_float_units}) must be ≥ 0 and eval_images "
                         f"({eval_images}) ≥ 1: fix the option")
-    layout = TARGETS[target]
+    layout = layouts[target]
     preprocess = onnx_preprocess(onnx_path)
     calib = CalibrationSet.load(calibration)
     calib.check_usable_for(preprocess, onnx_path)
@@ -354,8 +310,6 @@ def _copy_metadata(source: Path, target: Path, extra: dict[str, str]) -> None:
 
     ORT's pre-processing drops ``metadata_props``; later stages read the preprocessing from them.
     """
-    from ..export import read_metadata, set_metadata
-
     model = onnx.load(str(target))
     del model.metadata_props[:]
     set_metadata(model, {**read_metadata(source), **extra})

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..cli import positive_int
+from ..cli_args import apply_threads, positive_int
+from ..errors import UserError
+
+if TYPE_CHECKING:  # torch and friends load only when the command runs, so --help stays fast
+    from ..models.rexnet import ReXNet
+    from .trainer import DistEnv, Split
 
 # flag → recipe key, for the common ones; any other key goes through --set KEY=VALUE
-_FLAG_KEYS = ("model", "width", "dataset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule",
-              "warmup_epochs", "label_smoothing", "train_subset", "val_subset", "seed", "ema", "workers")
+_FLAG_KEYS = ("model", "width", "dataset", "input_size", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
+              "schedule", "warmup_epochs", "label_smoothing", "train_subset", "val_subset", "seed", "ema", "workers")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="fashion_mnist, cifar10, cifar100 or imagefolder")
     p.add_argument("--data-dir", help="dataset folder (ImageFolder: holds train/ and val/)")
     p.add_argument("--download", action="store_true", help="fetch CIFAR-10/100 into --data-dir if missing")
+    p.add_argument("--input-size", type=positive_int,
+                   help="ImageFolder: the model's input size (default: the model's own, 32 for tiny-cifar, 224 for "
+                        "V1/Lite)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
     p.add_argument("--lr", type=float)
@@ -68,107 +77,86 @@ def _resume_dir(resume: str | bool | None, out: str | None) -> Path | None:
         return None
     if resume is True:
         if not out:
-            from ..errors import UserError
-
             raise UserError("--resume without a path needs --out naming the run folder")
         return Path(out)
     path = Path(resume)
     return path.parent if path.is_file() else path
 
 
-def load_datasets(recipe, data_dir: str | None, download: bool, env):
-    """(train, val) splits for the recipe's dataset; CIFAR is downloaded first if asked."""
-    from ..data import DATASETS, load_dataset
-    from ..errors import UserError
-
-    if recipe.dataset == "imagefolder":
-        from ..data.imagefolder import load_image_folder_splits
-
-        if not data_dir:
-            raise UserError("dataset imagefolder needs --data-dir (a folder with train/ and val/)")
-        return load_image_folder_splits(data_dir, input_size=recipe.input_size, crop_pct=recipe.crop_pct,
-                                        interpolation=recipe.interpolation)
-    if recipe.dataset not in DATASETS:
-        raise UserError(f"unknown dataset {recipe.dataset!r}: choose one of {', '.join(DATASETS)} or imagefolder")
-    if download:
-        if not recipe.dataset.startswith("cifar"):
-            raise UserError(f"--download fetches CIFAR only; {recipe.dataset} is installed otherwise "
-                            f"(Fashion-MNIST: apt-get install dataset-fashion-mnist)")
-        from ..data.cifar import download_cifar
-
-        if env.main:
-            download_cifar(recipe.dataset, data_dir)
-        env.barrier()
-    return load_dataset(recipe.dataset, "train", data_dir), load_dataset(recipe.dataset, "test", data_dir)
-
-
-def run(args: argparse.Namespace) -> int:
-    import dataclasses
+def _out_dir(args: argparse.Namespace, resume_dir: Path | None, recipe_name: str, env: DistEnv) -> Path:
+    """--out, else the resumed run's folder, else runs/<recipe>-<time>/ (rank 0's time under torchrun)."""
+    if args.out:
+        return Path(args.out)
+    if resume_dir is not None:
+        return resume_dir
     import datetime as dt
 
     import torch
 
+    stamp = [dt.datetime.now().strftime("%Y%m%d-%H%M%S")]
+    if env.world > 1:  # every process must write to rank 0's folder
+        torch.distributed.broadcast_object_list(stamp, src=0)
+    return Path("runs") / f"{recipe_name}-{stamp[0]}"
+
+
+def _trained_model(path: str, role: str, train_set: Split) -> ReXNet:
+    """A checkpoint's model for --init/--teacher, which must classify the run's classes."""
+    from ..models import load_model
+
+    model, _ = load_model(path)
+    if model.num_classes != train_set.num_classes:
+        raise UserError(f"{role} {path} has {model.num_classes} classes, the dataset "
+                        f"{train_set.num_classes}: pick a checkpoint trained on {train_set.name}")
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
     from ..artifacts import sha256_file
-    from ..errors import UserError
-    from ..models import create_model, load_model
+    from ..data import load_datasets
     from ..report import format_table
+    from .fit import fit
     from .recipe import list_recipes, load_recipe
-    from .trainer import distributed_env, train_model
+    from .trainer import Distillation, TrainRequest, check_distillation, distributed_env
 
     if args.list:
         rows = [{"recipe": name, "description": load_recipe(name).description} for name in list_recipes()]
         print(format_table(rows))
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     resume_dir = _resume_dir(args.resume, args.out)
     recipe_source = args.recipe
     if recipe_source is None:
         saved = resume_dir / "recipe.yaml" if resume_dir else None
         recipe_source = saved if saved is not None and saved.is_file() else "fmnist-cpu"
     recipe = load_recipe(recipe_source, _overrides(args))
-    env = distributed_env(args.device)
-
-    if args.out:
-        out = Path(args.out)
-    elif resume_dir is not None:
-        out = resume_dir
-    else:
-        stamp = [dt.datetime.now().strftime("%Y%m%d-%H%M%S")]
-        if env.world > 1:  # every process must write to rank 0's folder
-            torch.distributed.broadcast_object_list(stamp, src=0)
-        out = Path("runs") / f"{recipe.name}-{stamp[0]}"
-    resume = False if args.resume is None else (True if args.resume is True else Path(args.resume))
-
     if args.init and args.resume is not None:
         raise UserError("--init starts a new run from a checkpoint's weights, --resume continues a run: "
                         "pass one of them")
-    train_set, val_set = load_datasets(recipe, args.data_dir, args.download, env)
+    check_distillation(args.kd_weight if args.teacher else 0.0, args.kd_temperature)
+    env = distributed_env(args.device)
+    out = _out_dir(args, resume_dir, recipe.name, env)
+    resume = False if args.resume is None else (True if args.resume is True else Path(args.resume))
+    train_set, val_set = load_datasets(recipe, args.data_dir, download=args.download, env=env)
 
-    def trained_model(path: str, role: str):
-        model, _ = load_model(path)
-        if model.num_classes != train_set.num_classes:
-            raise UserError(f"{role} {path} has {model.num_classes} classes, the dataset "
-                            f"{train_set.num_classes}: pick a checkpoint trained on {train_set.name}")
-        return model
-
-    teacher = trained_model(args.teacher, "teacher") if args.teacher else None
-    provenance = None
+    distill = None
+    if args.teacher:
+        distill = Distillation(_trained_model(args.teacher, "teacher", train_set), args.kd_weight,
+                               args.kd_temperature)
+    model = provenance = None
     if args.init:
-        model = trained_model(args.init, "--init")
+        model = _trained_model(args.init, "--init", train_set)
         # the run's recipe names the architecture it really trains
         recipe = dataclasses.replace(recipe, model=model.model_name, width=model.width)
         provenance = {"initialized_from": {"checkpoint": args.init, "sha256": sha256_file(args.init)}}
-    else:
-        torch.manual_seed(recipe.seed)  # the same initial weights on every process and every run
-        model = create_model(recipe.model, width=recipe.width, num_classes=train_set.num_classes,
-                             dropout=recipe.dropout)
-    result = train_model(model, recipe, train_set, val_set, out, resume=resume, teacher=teacher,
-                         kd_temperature=args.kd_temperature, kd_weight=args.kd_weight if teacher else 0.0,
-                         progress=not args.no_progress, device=args.device, provenance=provenance)
+    result = fit(TrainRequest(recipe, out, model=model, data=(train_set, val_set), resume=resume, distill=distill,
+                              progress=not args.no_progress, device=args.device, provenance=provenance))
     if env.main:
         best = max(result.metrics, key=lambda r: r.get("ema_top1", r["val_top1"]))
-        print(format_table([{"run": str(result.run_dir), "model": f"{recipe.model} w{model.width:g}",
+        print(format_table([{"run": str(result.run_dir), "model": f"{recipe.model} w{result.model.width:g}",
                              "epochs": result.metrics[-1]["epoch"], "best epoch": best["epoch"],
                              "top-1": result.best_top1, "top-5": best.get("ema_top5", best["val_top5"]),
                              "time (min)": result.metrics[-1]["elapsed_s"] / 60}]))

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, first_line, require_file
 
 OPTIMIZERS = ("sgd", "sgdp", "adam", "adamw", "adamp", "sgdmix")
 SCHEDULES = ("cosine", "step", "multistep", "constant")
@@ -34,7 +34,7 @@ class Recipe:
     dataset: str = "fashion_mnist"
     train_subset: int | None = None  # train on this many images drawn at random (quick runs)
     val_subset: int | None = None  # validate on this many
-    input_size: int = 224  # ImageFolder only; in-memory datasets keep their own size
+    input_size: int | None = None  # ImageFolder only (None: the model's own); in-memory datasets keep theirs
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
     workers: int = 4
@@ -73,7 +73,7 @@ class Recipe:
     random_erasing: float = 0.0
     ema: bool = False
     ema_decay: float = 0.9998
-    amp: bool = True  # CUDA only
+    amp: bool = True  # float16 autocast on CUDA, bfloat16 on a CPU with native BF16 (AMX), off elsewhere
     seed: int = 0
     deterministic: bool = False
 
@@ -162,7 +162,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise UserError(f"recipe {path} cannot be read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"recipe {path} is not valid YAML ({str(exc).splitlines()[0]}): fix the file") from None
+        raise UserError(f"recipe {path} is not valid YAML ({first_line(exc)}): fix the file") from None
     if not isinstance(data, dict):
         raise UserError(f"recipe {path} must be a mapping of keys to values")
     return data
@@ -171,9 +171,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _resolve(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise UserError(f"recipe file {path} does not exist: check the path")
-        return path
+        return require_file(path, "recipe file", "check the path")
     path = recipe_dir() / f"{name_or_path}.yaml"
     if not path.is_file():
         raise UserError(f"unknown recipe {name_or_path!r}: choose one of {', '.join(list_recipes())} "

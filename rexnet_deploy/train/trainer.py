@@ -14,7 +14,7 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..artifacts import atomic_path, ensure_writable_dir, write_manifest
-from ..data import ImageDataset
+from ..data import ImageDataset, data_record
 from ..data.imagefolder import FolderDataset
-from ..errors import UserError
+from ..errors import UserError, require_file
 from ..models import save_model_checkpoint
 from ..models.checkpoint import load_state_dict_checked, read_checkpoint
 from .augment import BatchAugment
@@ -38,13 +38,61 @@ from .recipe import Recipe, write_recipe
 LAST, BEST = "last.pt", "best.pt"
 
 
+Split = ImageDataset | FolderDataset
+
+
 @dataclass
 class TrainResult:
     best_checkpoint: Path
     last_checkpoint: Path
     metrics: list[dict[str, Any]]
     best_top1: float
-    run_dir: Path = field(default_factory=Path)
+    run_dir: Path
+    model: nn.Module  # the trained model (its last epoch's weights), in eval mode
+
+
+def check_distillation(weight: float, temperature: float) -> None:
+    """The distillation settings' one check (``train --teacher`` and ``prune --kd-weight`` share the flags)."""
+    if not 0.0 <= weight <= 1.0 or temperature <= 0:
+        raise UserError(f"--kd-weight must lie in 0..1 and --kd-temperature be positive "
+                        f"(got {weight:g}, {temperature:g})")
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Learn from ``teacher`` too: the loss is ``(1 - weight) · CE + weight · T² · KL(teacher ‖ student)``
+    on temperature-T logits (Hinton et al.); ``weight`` 0 trains on the labels alone."""
+
+    teacher: nn.Module
+    weight: float = 0.5
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        check_distillation(self.weight, self.temperature)
+
+
+@dataclass
+class TrainRequest:
+    """One training run, for :func:`~rexnet_deploy.train.fit`.
+
+    ``model`` None: a fresh ``recipe.model`` at ``recipe.width``, its weights seeded with ``recipe.seed``;
+    a given model (``--init``, a pruned one) trains as it is. ``data`` None: ``recipe.dataset`` loaded
+    from ``data_dir`` (CIFAR fetched first with ``download``). ``resume``: True continues
+    ``out_dir/last.pt``; a path continues that checkpoint. ``provenance`` (e.g. the checkpoint the
+    weights started from) is stored in every checkpoint's metadata.
+    """
+
+    recipe: Recipe
+    out_dir: str | Path
+    model: nn.Module | None = None
+    data: tuple[Split, Split] | None = None
+    data_dir: str | None = None
+    download: bool = False
+    resume: bool | str | Path = False
+    distill: Distillation | None = None
+    progress: bool = True
+    device: str | None = None
+    provenance: dict[str, Any] | None = None
 
 
 @dataclass
@@ -72,7 +120,18 @@ def distributed_env(device: str | None = None) -> DistEnv:
     cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         raise UserError(f"device {device!r} asked for but no CUDA GPU is visible: use --device cpu")
-    dev = torch.device(f"cuda:{local_rank}" if cuda and world > 1 else ("cuda" if cuda else "cpu"))
+    if cuda and world > 1:
+        dev = torch.device(f"cuda:{local_rank}")
+    elif cuda:  # one process: the GPU the user named (cuda:1 stays cuda:1), made current for every kernel
+        dev = torch.device(device or "cuda")
+        index = 0 if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device {device!r} asked for but only {torch.cuda.device_count()} GPU(s) are visible: "
+                            f"choose cuda:0…cuda:{torch.cuda.device_count() - 1}")
+        dev = torch.device("cuda", index)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         if cuda:
             torch.cuda.set_device(dev)
@@ -266,14 +325,27 @@ class EvalData:
                 yield images.to(self.env.device, non_blocking=True), labels.to(self.env.device, non_blocking=True)
 
 
+def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The arithmetic the recipe's ``amp`` switch trains in: float16 on CUDA, bfloat16 on a CPU with native
+    BF16 (AVX-512 BF16, AMX, ARM BF16: about 2× the FP32 throughput there), None (FP32) elsewhere, since
+    emulated BF16 is slower than FP32."""
+    from ..hardware import has_native_bf16
+
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if device.type == "cpu" and has_native_bf16() else None
+
+
 @torch.no_grad()
-def evaluate_model(model: nn.Module, data: EvalData, env: DistEnv, amp: bool) -> dict[str, float]:
-    """Loss, top-1 and top-5 (percent) over the whole split, summed over the ranks."""
+def evaluate_model(model: nn.Module, data: EvalData, env: DistEnv, amp: torch.dtype | None) -> dict[str, float]:
+    """Loss, top-1 and top-5 (percent) over the whole split, summed over the ranks; ``amp``: the autocast type."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=env.device)  # loss, top-1, top-5, images
     for x, y in data:
-        with torch.autocast(env.device.type, enabled=amp):
+        with torch.autocast(env.device.type, dtype=amp, enabled=amp is not None):
             logits = model(_channels_last(x)).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top == y[:, None]
@@ -353,138 +425,180 @@ def _resume_path(resume: bool | str | Path, run_dir: Path) -> Path | None:
     path = run_dir / LAST if resume is True else Path(resume)
     if path.is_dir():
         path = path / LAST
-    if not path.is_file():
-        raise UserError(f"nothing to resume: {path} does not exist (run without --resume to start)")
-    return path
+    return require_file(path, "nothing to resume: checkpoint", "run without --resume to start")
 
 
 # ---------------------------------------------------------------- the loop
-def train_model(model: nn.Module, recipe: Recipe, train_set: ImageDataset | FolderDataset,
-                val_set: ImageDataset | FolderDataset, out_dir: str | Path, *, resume: bool | str | Path = False,
-                teacher: nn.Module | None = None, kd_temperature: float = 4.0, kd_weight: float = 0.0,
-                progress: bool = True, device: str | None = None,
-                provenance: dict[str, Any] | None = None) -> TrainResult:
-    """Train ``model`` (built by ``create_model``) with ``recipe``; checkpoints and metrics go to ``out_dir``.
-
-    ``resume``: ``True`` continues ``out_dir/last.pt``; a path continues that checkpoint. With a
-    ``teacher`` and ``kd_weight`` > 0 the loss is ``(1 - kd_weight) · CE + kd_weight · T² · KL``
-    on temperature-``kd_temperature`` logits (knowledge distillation). Under ``torchrun`` every
-    process calls this; rank 0 writes the files. ``provenance`` (e.g. the checkpoint the weights
-    started from) is stored in every checkpoint's metadata.
-    """
-    if train_set.num_classes != model.num_classes or val_set.num_classes != model.num_classes:
-        raise UserError(f"{train_set.name} has {train_set.num_classes} classes but the model has "
-                        f"{model.num_classes}: build it with num_classes={train_set.num_classes}")
-    if not 0.0 <= kd_weight <= 1.0 or kd_temperature <= 0:
-        raise UserError(f"kd_weight must lie in 0..1 and kd_temperature be positive (got {kd_weight}, "
-                        f"{kd_temperature})")
-    if recipe.train_subset:
-        train_set = train_set.subset(recipe.train_subset, seed=recipe.seed)
-    if recipe.val_subset:
-        val_set = val_set.subset(recipe.val_subset, seed=recipe.seed)
-    env = distributed_env(device)
-    run_dir = Path(out_dir)
-    resume_from = _resume_path(resume, run_dir)
-    if env.main:
-        ensure_writable_dir(run_dir)
-    ckpt = _check_resume(resume_from, model) if resume_from is not None else None
-
+def _set_determinism(recipe: Recipe, env: DistEnv) -> None:
     if recipe.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif env.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if ckpt is None:
-        seed_everything(recipe.seed + env.rank)
 
-    # channels-last: about 2× the training throughput of NCHW on this project's CPU, and the fast layout for AMP
-    model.to(env.device, memory_format=torch.channels_last)
-    if teacher is not None:
-        teacher.to(env.device).eval()
-    use_amp = recipe.amp and env.device.type == "cuda"
-    train_data = TrainData(train_set, recipe, env)
-    val_data = EvalData(val_set, max(256, train_data.batch_size), env, recipe.workers)
-    spe = train_data.steps_per_epoch
 
-    ema = None
-    if recipe.ema:
-        from timm.utils import ModelEmaV3
+class Trainer:
+    """One :class:`TrainRequest` on a built model and loaded splits: ``Trainer(...).run()`` trains it.
 
-        ema = ModelEmaV3(model, decay=recipe.ema_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    The constructor checks the request and restores a resumed run's every state; :meth:`run` is the
+    epoch loop: switch phase, train an epoch, evaluate, save. Under ``torchrun`` every process runs it
+    and rank 0 writes the files.
+    """
 
-    start_epoch, history, best_top1 = 0, [], -1.0
-    if ckpt is not None:
+    def __init__(self, request: TrainRequest, model: nn.Module, train_set: Split, val_set: Split) -> None:
+        recipe = request.recipe
+        if train_set.num_classes != model.num_classes or val_set.num_classes != model.num_classes:
+            raise UserError(f"{train_set.name} has {train_set.num_classes} classes but the model has "
+                            f"{model.num_classes}: build it with num_classes={train_set.num_classes}")
+        if recipe.train_subset:
+            train_set = train_set.subset(recipe.train_subset, seed=recipe.seed)
+        if recipe.val_subset:
+            val_set = val_set.subset(recipe.val_subset, seed=recipe.seed)
+        self.recipe, self.model, self.progress = recipe, model, request.progress
+        self.kd = request.distill if request.distill is not None and request.distill.weight > 0 else None
+        self.env = env = distributed_env(request.device)
+        self.run_dir = Path(request.out_dir)
+        resume_from = _resume_path(request.resume, self.run_dir)
+        if env.main:
+            ensure_writable_dir(self.run_dir)
+        ckpt = _check_resume(resume_from, model) if resume_from is not None else None
+        _set_determinism(recipe, env)
+        if ckpt is None:
+            seed_everything(recipe.seed + env.rank)
+
+        # channels-last: about 2× the training throughput of NCHW on a CPU, and the fast layout for AMP
+        model.to(env.device, memory_format=torch.channels_last)
+        if request.distill is not None:
+            request.distill.teacher.to(env.device).eval()
+        self.amp = autocast_dtype(recipe.amp, env.device)
+        self.train_data = TrainData(train_set, recipe, env)
+        self.val_data = EvalData(val_set, max(256, self.train_data.batch_size), env, recipe.workers)
+        self.steps = self.train_data.steps_per_epoch
+        self.ema = None
+        if recipe.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(model, decay=recipe.ema_decay)
+        # loss scaling is float16's: bfloat16 has float32's exponent range
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.start_epoch, self.history, self.best_top1 = 0, [], -1.0
+        self.phase = self._restore(ckpt, resume_from)
+        self.net = self._wrap()
+        self.meta = self._metadata(train_set, request.provenance)
+
+    # ------------------------------------------------------------ setup steps
+    def _restore(self, ckpt: dict[str, Any] | None, path: Path | None) -> Phase:
+        """The optimizer phase to start in; from a checkpoint, with every state it saved (bit-exact resume)."""
+        recipe, env = self.recipe, self.env
+        if ckpt is None:
+            return build_phase(self.model, recipe, 0, self.steps)
         state = ckpt["training"]
-        start_epoch, history, best_top1 = int(ckpt["epoch"]), list(state["history"]), float(state["best_top1"])
-        if start_epoch >= recipe.epochs:
-            raise UserError(f"{resume_from} is already trained for {start_epoch} of {recipe.epochs} epochs: "
+        self.start_epoch, self.history = int(ckpt["epoch"]), list(state["history"])
+        self.best_top1 = float(state["best_top1"])
+        if self.start_epoch >= recipe.epochs:
+            raise UserError(f"{path} is already trained for {self.start_epoch} of {recipe.epochs} epochs: "
                             f"raise --epochs to train further")
-    phase = build_phase(model, recipe, start_epoch, spe)
-    if ckpt is not None:
+        phase = build_phase(self.model, recipe, self.start_epoch, self.steps)
         if state["phase"] == phase.name:
             phase.optimizer.load_state_dict(state["optimizer"])
             phase.scheduler.load_state_dict(state["scheduler"])
             phase.updates = int(state["updates"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.module.load_state_dict(state["ema"])
+        if state.get("scaler"):  # a CPU or AMP-off run saved {}: an enabled scaler would refuse it; it starts fresh
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
         if len(state["rng"]) == env.world:
             _set_rng_state(state["rng"][env.rank], env.device)
         else:  # another process count: the run goes on, but no longer bit for bit
-            seed_everything(recipe.seed + 1000 * start_epoch + env.rank)
+            seed_everything(recipe.seed + 1000 * self.start_epoch + env.rank)
         if env.main:
-            print(f"resumed {resume_from} at epoch {start_epoch}/{recipe.epochs}")
+            print(f"resumed {path} at epoch {self.start_epoch}/{recipe.epochs}")
+        return phase
 
-    net: nn.Module = model
-    if env.world > 1:
-        if env.device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[env.device.index] if env.device.type == "cuda"
-                                                  else None)
-    if env.main:
-        write_recipe(recipe, run_dir / "recipe.yaml")
-    meta_base = {"dataset": train_set.name, "preprocess": train_set.preprocess.to_dict(),
-                 "classes": list(train_set.classes), "recipe": recipe.to_dict(), **(provenance or {})}
-    if isinstance(train_set, FolderDataset):
-        meta_base.update(crop_pct=train_set.crop_pct, interpolation=train_set.interpolation)
-    if teacher is not None and kd_weight > 0:
-        meta_base["distilled_from"] = {"model_name": getattr(teacher, "model_name", None),
-                                       "width": getattr(teacher, "width", None),
-                                       "kd_weight": kd_weight, "kd_temperature": kd_temperature}
+    def _wrap(self) -> nn.Module:
+        """The module the steps run: DDP (with SyncBatchNorm on GPUs) under torchrun, else the model."""
+        net: nn.Module = self.model
+        if self.env.world > 1:
+            cuda = self.env.device.type == "cuda"
+            if cuda:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = nn.parallel.DistributedDataParallel(net, device_ids=[self.env.device.index] if cuda else None)
+        return net
 
-    for epoch in range(start_epoch, recipe.epochs):
-        if recipe.optimizer == "sgdmix" and epoch == recipe.switch_epoch and phase.name != "sgdp":
-            phase = build_phase(model, recipe, epoch, spe)
-            if env.main:
+    def _metadata(self, train_set: Split, provenance: dict[str, Any] | None) -> dict[str, Any]:
+        """What every checkpoint of the run records besides weights and metrics."""
+        meta = {**data_record(train_set), "recipe": self.recipe.to_dict(), **(provenance or {}),
+                "autocast": str(self.amp).removeprefix("torch.") if self.amp is not None else None}
+        if self.kd is not None:
+            teacher = self.kd.teacher
+            meta["distilled_from"] = {"model_name": getattr(teacher, "model_name", None),
+                                      "width": getattr(teacher, "width", None),
+                                      "kd_weight": self.kd.weight, "kd_temperature": self.kd.temperature}
+        return meta
+
+    # ------------------------------------------------------------ the epoch loop
+    def run(self) -> TrainResult:
+        """Train from the start (or resumed) epoch to ``recipe.epochs``; the model ends in eval mode."""
+        if self.env.main:
+            write_recipe(self.recipe, self.run_dir / "recipe.yaml")
+        for epoch in range(self.start_epoch, self.recipe.epochs):
+            self._switch_phase(epoch)
+            started = time.perf_counter()
+            train_loss = self._train_epoch(epoch)
+            train_time = time.perf_counter() - started
+            row, tracked, eval_model = self._evaluate(epoch, train_loss)
+            epoch_time = time.perf_counter() - started
+            row.update(epoch_time_s=epoch_time,
+                       train_img_s=self.steps * self.train_data.batch_size * self.env.world / train_time,
+                       elapsed_s=(self.history[-1]["elapsed_s"] if self.history else 0.0) + epoch_time)
+            self.history.append(row)
+            improved = tracked["top1"] > self.best_top1
+            self.best_top1 = max(self.best_top1, tracked["top1"])
+            self._save(epoch, row, tracked, eval_model, improved)
+            self.env.barrier()
+        self.model.eval()
+        return TrainResult(self.run_dir / BEST, self.run_dir / LAST, self.history, self.best_top1, self.run_dir,
+                           self.model)
+
+    def _switch_phase(self, epoch: int) -> None:
+        recipe = self.recipe
+        if recipe.optimizer == "sgdmix" and epoch == recipe.switch_epoch and self.phase.name != "sgdp":
+            self.phase = build_phase(self.model, recipe, epoch, self.steps)
+            if self.env.main:
                 print(f"epoch {epoch + 1}: switching to SGDP (lr {recipe.switch_lr:g}, "
                       f"weight decay {recipe.switch_weight_decay:g}) with a fresh {recipe.schedule} schedule")
-        net.train()
-        t0 = time.perf_counter()
+
+    def _loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.env.device.type, dtype=self.amp, enabled=self.amp is not None):
+            logits = self.net(x)
+            loss = classification_loss(logits.float(), target, self.recipe.label_smoothing)
+            if self.kd is not None:
+                with torch.no_grad():
+                    teacher_logits = self.kd.teacher(x).float()
+                loss = (1 - self.kd.weight) * loss + self.kd.weight * distillation_loss(
+                    logits.float(), teacher_logits, self.kd.temperature)
+        return loss
+
+    def _train_epoch(self, epoch: int) -> float:
+        """One pass over this rank's shard; the mean training loss over every rank's steps."""
+        env, phase, recipe = self.env, self.phase, self.recipe
+        self.net.train()
         loss_sum = torch.zeros((), device=env.device)
-        bar = tqdm(total=spe, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="step", leave=False,
-                   disable=not (progress and env.main))
-        for step, (x, target) in enumerate(train_data.epoch(epoch)):
-            x = _channels_last(x)
-            with torch.autocast(env.device.type, enabled=use_amp):
-                logits = net(x)
-                loss = classification_loss(logits.float(), target, recipe.label_smoothing)
-                if teacher is not None and kd_weight > 0:
-                    with torch.no_grad():
-                        teacher_logits = teacher(x).float()
-                    loss = (1 - kd_weight) * loss + kd_weight * distillation_loss(logits.float(), teacher_logits,
-                                                                                  kd_temperature)
+        bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="step", leave=False,
+                   disable=not (self.progress and env.main))
+        for step, (x, target) in enumerate(self.train_data.epoch(epoch)):
+            loss = self._loss(_channels_last(x), target)
             if not torch.isfinite(loss):
                 raise UserError(f"the loss became {loss.item()} at epoch {epoch + 1} step {step + 1}: lower --lr "
                                 f"(now {phase.optimizer.param_groups[0]['lr']:.4g})")
             phase.optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(phase.optimizer)
-            scaler.update()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(phase.optimizer)
+            self.scaler.update()
             phase.updates += 1
             phase.scheduler.step_update(num_updates=phase.updates)
-            if ema is not None:
-                ema.update(model, step=epoch * spe + step)
+            if self.ema is not None:
+                self.ema.update(self.model, step=epoch * self.steps + step)
             loss_sum += loss.detach()
             bar.update()
             if step % 20 == 0:
@@ -495,47 +609,45 @@ def train_model(model: nn.Module, recipe: Recipe, train_set: ImageDataset | Fold
             if env.device.type != "cuda":  # no SyncBatchNorm here: average the ranks' running statistics
                 from timm.utils import distribute_bn
 
-                distribute_bn(model, env.world, reduce=True)
-        train_time = time.perf_counter() - t0
-        val = evaluate_model(model, val_data, env, use_amp)
-        row = {"epoch": epoch + 1, "steps": spe, "lr": phase.optimizer.param_groups[0]["lr"], "optimizer": phase.name,
-               "train_loss": loss_sum.item() / (spe * env.world), "val_loss": val["loss"],
+                distribute_bn(self.model, env.world, reduce=True)
+        return loss_sum.item() / (self.steps * env.world)
+
+    def _evaluate(self, epoch: int, train_loss: float) -> tuple[dict[str, Any], dict[str, float], nn.Module]:
+        """The epoch's metrics row, the metrics that pick best.pt (the EMA's when there is one) and their model."""
+        val = evaluate_model(self.model, self.val_data, self.env, self.amp)
+        row = {"epoch": epoch + 1, "steps": self.steps, "lr": self.phase.optimizer.param_groups[0]["lr"],
+               "optimizer": self.phase.name, "train_loss": train_loss, "val_loss": val["loss"],
                "val_top1": val["top1"], "val_top5": val["top5"]}
-        tracked, eval_model = val, model
-        if ema is not None:
-            ema_val = evaluate_model(ema.module, val_data, env, use_amp)
-            row.update(ema_top1=ema_val["top1"], ema_top5=ema_val["top5"])
-            tracked, eval_model = ema_val, ema.module
-        epoch_time = time.perf_counter() - t0
-        row.update(epoch_time_s=epoch_time, train_img_s=spe * train_data.batch_size * env.world / train_time,
-                   elapsed_s=(history[-1]["elapsed_s"] if history else 0.0) + epoch_time)
-        history.append(row)
-        improved = tracked["top1"] > best_top1
-        best_top1 = max(best_top1, tracked["top1"])
-        rng = _gather(_rng_state(env.device), env)
-        if env.main:
-            metrics = {"top1": tracked["top1"], "top5": tracked["top5"], "epoch": epoch + 1}
-            training = {"optimizer": phase.optimizer.state_dict(), "scheduler": phase.scheduler.state_dict(),
-                        "phase": phase.name, "updates": phase.updates, "scaler": scaler.state_dict(),
-                        "ema": ema.module.state_dict() if ema is not None else None, "rng": rng,
-                        "history": history, "best_top1": best_top1, "world_size": env.world}
-            if improved:
-                save_model_checkpoint(eval_model, run_dir / BEST, **meta_base, metrics=metrics, epoch=epoch + 1)
-                write_manifest(run_dir / BEST, {"kind": "checkpoint", "model_name": model.model_name,
-                                                "width": model.width, **meta_base, "metrics": metrics})
-            save_model_checkpoint(model, run_dir / LAST, **meta_base, metrics=metrics, epoch=epoch + 1,
-                                  training=training)
-            write_manifest(run_dir / LAST, {"kind": "training-state", "model_name": model.model_name,
-                                            "width": model.width, "epoch": epoch + 1, "metrics": metrics})
-            write_metrics(history, run_dir)
-            plot_curves(history, run_dir / "curves.png")
-            line = _console_line(row, recipe.epochs)
-            if progress:
-                tqdm.write(line)
-            else:
-                print(line, flush=True)
-        env.barrier()
+        if self.ema is None:
+            return row, val, self.model
+        ema_val = evaluate_model(self.ema.module, self.val_data, self.env, self.amp)
+        row.update(ema_top1=ema_val["top1"], ema_top5=ema_val["top5"])
+        return row, ema_val, self.ema.module
 
-    model.eval()
-    return TrainResult(run_dir / BEST, run_dir / LAST, history, best_top1, run_dir)
-
+    def _save(self, epoch: int, row: dict[str, Any], tracked: dict[str, float], eval_model: nn.Module,
+              improved: bool) -> None:
+        """last.pt (with the training state), best.pt when top-1 improved, metrics, curves, the console line."""
+        rng = _gather(_rng_state(self.env.device), self.env)  # every rank takes part in the gather
+        if not self.env.main:
+            return
+        model, phase, run_dir = self.model, self.phase, self.run_dir
+        metrics = {"top1": tracked["top1"], "top5": tracked["top5"], "epoch": epoch + 1}
+        training = {"optimizer": phase.optimizer.state_dict(), "scheduler": phase.scheduler.state_dict(),
+                    "phase": phase.name, "updates": phase.updates, "scaler": self.scaler.state_dict(),
+                    "ema": self.ema.module.state_dict() if self.ema is not None else None, "rng": rng,
+                    "history": self.history, "best_top1": self.best_top1, "world_size": self.env.world}
+        if improved:
+            save_model_checkpoint(eval_model, run_dir / BEST, **self.meta, metrics=metrics, epoch=epoch + 1)
+            write_manifest(run_dir / BEST, {"kind": "checkpoint", "model_name": model.model_name,
+                                            "width": model.width, **self.meta, "metrics": metrics})
+        save_model_checkpoint(model, run_dir / LAST, **self.meta, metrics=metrics, epoch=epoch + 1,
+                              training=training)
+        write_manifest(run_dir / LAST, {"kind": "training-state", "model_name": model.model_name,
+                                        "width": model.width, "epoch": epoch + 1, "metrics": metrics})
+        write_metrics(self.history, run_dir)
+        plot_curves(self.history, run_dir / "curves.png")
+        line = _console_line(row, self.recipe.epochs)
+        if self.progress:
+            tqdm.write(line)
+        else:
+            print(line, flush=True)

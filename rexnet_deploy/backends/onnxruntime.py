@@ -1,0 +1,250 @@
+"""ONNX Runtime: runs the ONNX files themselves (FP32, FP16, INT8 Q/DQ) on the CPU, CUDA or its TensorRT provider.
+
+Its INT8 layout, ``ort-cpu`` (uint8 activations × int8 weights), is the one its x86 kernels run fast.
+
+The GPU providers are shared libraries that ONNX Runtime dlopens when a session starts, and they
+find their dependencies only if something loaded them first: torch loads the CUDA/cuDNN wheels'
+libraries, and TensorRT's pip wheels put libnvinfer where only ``import tensorrt`` loads it. So the
+GPU devices import both first, and a provider that cannot start is reported with the cause found
+(no GPU, TensorRT missing or of another major than the provider links), not a guess. The TensorRT
+provider gets an explicit batch profile and engine and timing caches (:func:`tensorrt_provider_options`)
+and never ``trt_fp16_enable``/``trt_int8_enable``: those switch its network from strongly typed to the
+weak typing TensorRT 11 removed, while the precision is already in the ONNX file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import sha256_file
+from ..errors import RuntimeUnavailable, UserError, first_line, require_file
+from ..onnx_io import onnx_precision
+from .base import Runner, TargetLayout
+from .tensorrt import DEFAULT_BATCHES, cache_key, cache_root
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+INT8_LAYOUT = TargetLayout(
+    "ort-cpu", "uint8", False, True,
+    "ONNX Runtime's x86 (VNNI) kernels run uint8 activations × int8 weights fast; int8 activations "
+    "ran 2.9× slower than FP32 on this CPU")
+
+
+def linked_tensorrt_major(library: bytes) -> int | None:
+    """The TensorRT major a provider library was linked against: its ``libnvinfer.so.N`` (``nvinfer_N.dll``) dependency.
+
+    onnxruntime-gpu 1.31.1 (CUDA 13) links ``libnvinfer.so.10``: a TensorRT 11 install does not serve it.
+    """
+    found = re.search(rb"libnvinfer\.so\.(\d+)|nvinfer_(\d+)\.dll", library)
+    return int(found.group(1) or found.group(2)) if found else None
+
+
+def tensorrt_provider_reason(needed_major: int | None, trt_version: str | None, import_error: str | None,
+                             loadable: bool | None, cuda_major: str | None = None) -> str | None:
+    """Why ONNX Runtime's TensorRT provider cannot find TensorRT here, or None when it can (or cannot be told).
+
+    ``needed_major``: what the provider links (None: unknown); ``trt_version``: the ``tensorrt`` package
+    imported (None: ``import_error``); ``loadable``: whether ``libnvinfer.so.<needed_major>`` loads after
+    that import (None: not tried). TensorRT installed outside pip (a tar or JetPack, on LD_LIBRARY_PATH)
+    loads without the package, so only a library that does not load is refused.
+    """
+    if loadable or loadable is None:
+        return None
+    lib = f"libnvinfer.so.{needed_major}"
+    wheel = f"tensorrt-cu{cuda_major}" if cuda_major else "tensorrt"
+    fix = f"pip install '{wheel}>={needed_major},<{needed_major + 1}'"
+    if trt_version and trt_version.split(".")[0] != str(needed_major):
+        return (f"ONNX Runtime's TensorrtExecutionProvider links TensorRT {needed_major} ({lib}) but TensorRT "
+                f"{trt_version} is installed: {fix} for it, or an onnxruntime-gpu built for TensorRT "
+                f"{trt_version.split('.')[0]}")
+    if trt_version:
+        return (f"ONNX Runtime's TensorrtExecutionProvider needs {lib}, which TensorRT {trt_version}'s package did not "
+                f"load: reinstall it ({fix})")
+    return (f"ONNX Runtime's TensorrtExecutionProvider needs TensorRT {needed_major} ({lib}), and neither the "
+            f"tensorrt package ({import_error or 'not installed'}) nor LD_LIBRARY_PATH provides it: {fix}")
+
+
+def _probe_tensorrt(ort: Any) -> dict[str, Any]:
+    """Load TensorRT's libraries the way the provider needs them, and what was found (the reason's arguments)."""
+    found: dict[str, Any] = {"needed_major": None, "trt_version": None, "import_error": None, "loadable": None,
+                             "cuda_major": None}
+    capi = Path(ort.__file__).parent / "capi"
+    for name in ("libonnxruntime_providers_tensorrt.so", "onnxruntime_providers_tensorrt.dll"):
+        if (capi / name).is_file():
+            found["needed_major"] = linked_tensorrt_major((capi / name).read_bytes())
+            break
+    try:
+        import tensorrt  # loads the wheel's libnvinfer, which the provider then finds by its soname
+
+        found["trt_version"] = tensorrt.__version__
+    except (ImportError, OSError) as exc:
+        found["import_error"] = first_line(exc, 100)
+    if found["needed_major"] is not None and sys.platform.startswith("linux"):  # the soname is Linux's
+        try:
+            ctypes.CDLL(f"libnvinfer.so.{found['needed_major']}")
+            found["loadable"] = True
+        except OSError:
+            found["loadable"] = False
+    found["cuda_major"] = _ort_cuda_major()
+    return found
+
+
+def _cuda_gpu_visible() -> bool | None:
+    """True/False when torch can tell (its CUDA build), None when it cannot (a CPU-only torch)."""
+    import torch  # also loads the CUDA/cuDNN libraries the ONNX Runtime GPU providers dlopen
+
+    return torch.cuda.is_available() if torch.version.cuda else None
+
+
+def unavailable_reason(device: str) -> str | None:
+    import onnxruntime as ort
+
+    if device not in PROVIDERS:
+        return None  # refused with the known devices when the runner opens
+    wanted = PROVIDERS[device][0]
+    if wanted not in ort.get_available_providers():
+        return f"ONNX Runtime has no {wanted} in this install: install onnxruntime-gpu on a machine with a CUDA GPU"
+    if device == "cpu":
+        return None
+    if _cuda_gpu_visible() is False:
+        return f"ONNX Runtime's {wanted} needs a CUDA GPU and none is visible here (torch.cuda.is_available() is False)"
+    if device == "tensorrt":
+        return tensorrt_provider_reason(**_probe_tensorrt(ort))
+    return None
+
+
+def tensorrt_provider_options(input_name: str, shape: Sequence[int | str], engine_dir: str | Path,
+                              timing_dir: str | Path, batches: Sequence[int] = DEFAULT_BATCHES) -> dict[str, Any]:
+    """The TensorRT provider's options for an ONNX input of ``shape`` (batch axis first, a name or 0 = dynamic).
+
+    Without a profile the provider builds for the first batch size it sees and rebuilds for every one
+    outside it (evaluation's 256, its last partial batch, then each sweep size); without caches it
+    rebuilds on every run. The profile is the one ``build`` gives TensorRT engines (min/opt/max of
+    ``batches``); a static batch or dynamic image size gets none (the provider then takes what it sees).
+    """
+    options: dict[str, Any] = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engine_dir),
+                               "trt_timing_cache_enable": True, "trt_timing_cache_path": str(timing_dir)}
+    batch, dims = shape[0], list(shape[1:])
+    if not (isinstance(batch, int) and batch > 0) and all(isinstance(d, int) and d > 0 for d in dims):
+        for key, b in zip(("min", "opt", "max"), batches):
+            options[f"trt_profile_{key}_shapes"] = f"{input_name}:" + "x".join(str(v) for v in (b, *dims))
+    return options
+
+
+def _tensorrt_cache_dirs(path: Path, ort_version: str, probe: dict[str, Any]) -> tuple[Path, Path]:
+    """(engine cache, timing cache) folders for one ONNX file on this GPU, TensorRT and ONNX Runtime.
+
+    The provider names its engine files by the graph and not by its weights, so two exports of one
+    architecture would share (and run) a stale engine: engines get a folder per ONNX file content. The
+    timing cache depends only on the layers, so it is shared per TensorRT version and GPU model.
+    """
+    import torch
+
+    facts = {"tensorrt_version": probe["trt_version"] or f"{probe['needed_major'] or 'system'}",
+             "gpu_name": "unknown-gpu", "compute_capability": "unknown"}
+    if torch.cuda.is_available():  # a CPU-only torch beside onnxruntime-gpu cannot name the GPU
+        major, minor = torch.cuda.get_device_capability(0)
+        facts.update(gpu_name=torch.cuda.get_device_name(0), compute_capability=f"{major}.{minor}")
+    timing = cache_root() / "ort-tensorrt" / f"onnxruntime-{ort_version}-{cache_key(facts)}"
+    engines = timing / sha256_file(path)[:16]
+    engines.mkdir(parents=True, exist_ok=True)
+    return engines, timing
+
+
+def provider_fallback_reason(wanted: str, started: Sequence[str], ort_version: str, cuda_major: str | None) -> str:
+    """One line for a GPU provider that was asked for and not started although its checks passed."""
+    libs = f"CUDA {cuda_major} and cuDNN 9" if cuda_major else "CUDA and cuDNN"
+    return (f"{wanted} did not start on this GPU (ONNX Runtime {ort_version} runs {', '.join(started)} instead; its "
+            f"own error is logged above): check that this machine's driver and {libs} libraries fit onnxruntime-gpu")
+
+
+def _graph_input(path: Path) -> tuple[str, tuple[int | str, ...]]:
+    """The image input's name and shape (a dynamic dimension as its name), read without the weights."""
+    import onnx
+
+    graph_input = onnx.load(str(path), load_external_data=False).graph.input[0]
+    return graph_input.name, tuple(d.dim_value or d.dim_param for d in graph_input.type.tensor_type.shape.dim)
+
+
+def _ort_cuda_major() -> str | None:
+    """The CUDA major this onnxruntime build was made for (onnxruntime-gpu), None for a CPU build."""
+    try:
+        from onnxruntime.capi import build_and_package_info
+
+        return str(build_and_package_info.cuda_version).split(".")[0] or None
+    except (ImportError, AttributeError):
+        return None
+
+
+def side_files(path: Path) -> list[Path]:
+    return []
+
+
+def open_runner(path: Path, device: str = "cpu", threads: int | None = None) -> "OnnxRuntimeRunner":
+    require_file(path, "ONNX file", "check the path or run `rexnet-deploy export`")
+    return OnnxRuntimeRunner(path, device=device, threads=threads, precision=onnx_precision(path))
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
+                 precision: str = "fp32") -> None:
+        super().__init__(precision)
+        import onnxruntime as ort
+
+        self.path = require_file(path, "ONNX file", "check the path or run `rexnet-deploy export`")
+        if device not in PROVIDERS:
+            raise UserError(f"unknown device {device!r} for ONNX Runtime: choose {', '.join(PROVIDERS)}")
+        reason = unavailable_reason(device)
+        if reason:
+            raise RuntimeUnavailable(reason)
+        wanted = PROVIDERS[device][0]
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        self.threads = threads
+        providers: list[Any] = list(PROVIDERS[device])
+        self.provider_options: dict[str, Any] = {}
+        probe: dict[str, Any] = {}
+        if device == "tensorrt":
+            probe = _probe_tensorrt(ort)  # imports tensorrt, so its libnvinfer is loaded before the session
+            engine_dir, timing_dir = _tensorrt_cache_dirs(self.path, ort.__version__, probe)
+            name, shape = _graph_input(self.path)
+            self.provider_options = tensorrt_provider_options(name, shape, engine_dir, timing_dir)
+            providers[0] = (wanted, self.provider_options)
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidGraph types for a foreign file
+            raise UserError(f"{self.path} cannot be loaded by ONNX Runtime ({type(exc).__name__}: "
+                            f"{first_line(exc)}): re-export it") from None
+        started = self.session.get_providers()
+        if device != "cpu" and started[0] != wanted:
+            # onnxruntime-gpu falls back to the next provider (at last the CPU) instead of failing
+            cuda_major = probe.get("cuda_major") or _ort_cuda_major()
+            raise RuntimeUnavailable(provider_fallback_reason(wanted, started, ort.__version__, cuda_major))
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_type = self.session.get_inputs()[0].type
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        dtype = np.float16 if self.input_type == "tensor(float16)" else np.float32
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=dtype)})[0]
+        return out.astype(np.float32, copy=False)
+
+    def describe(self) -> dict:
+        extra = {"provider_options": self.provider_options} if self.provider_options else {}
+        return {**super().describe(), "path": str(self.path), "providers": self.session.get_providers(),
+                "threads": self.threads, **extra}

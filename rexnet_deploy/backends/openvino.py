@@ -1,0 +1,502 @@
+"""OpenVINO on the CPU: the ONNX converted to IR (``.xml`` + ``.bin``) plus a warmed compile cache, and its runner.
+
+The IR is what ships to edge CPUs (any OpenVINO ≥ the one that wrote it reads it); the cache folder
+beside it (``<name>.ovcache/``) holds compiled blobs for this OpenVINO and CPU, so a later
+``bench --engine X.xml`` starts in a fraction of the compile time. An FP32/FP16 build keeps the ONNX's
+precision (no silent FP16 compression); it runs the ``ort-cpu`` Q/DQ file as it is (OpenVINO reads Q/DQ
+as FakeQuantize). ``build(..., precision="int8", calibration=images)`` is OpenVINO's native INT8 instead:
+NNCF post-training quantization of the FP32 model (preset MIXED, the SE gates kept in float), with
+NNCF's accuracy-controlled quantization as the fallback when a validation set and budget are given.
+
+The runner compiles for the batch it is given (a static shape per batch size, cached): the latency hint
+below batch 8, the throughput hint with streams from batch 8, the batch split across the streams. Its
+``mode`` picks the arithmetic: the tool's default is f32 for every file (what FP32 promises), ``bf16``
+is OpenVINO's bf16 inference precision where the CPU has native BF16, and ``defaults`` is what a user
+gets without this tool (the file compiled with nothing set but the thread count).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import read_manifest_if_any, sha256_file
+from ..errors import RuntimeUnavailable, UserError, first_line, require_file
+from ..hardware import has_native_bf16, isa_class
+from ..onnx_io import onnx_precision
+from .base import Runner
+from .onnxruntime import INT8_LAYOUT  # noqa: F401  (OpenVINO runs ONNX Runtime's CPU Q/DQ layout)
+
+BUILD_OPTIONS: tuple[str, ...] = ("precision", "calibration", "calibration_source", "subset_size",
+                                  "fast_bias_correction", "validation", "max_drop", "deploy_batch")
+#: this backend quantizes INT8 itself, from the FP32 ONNX and calibration images (``build(precision="int8")``),
+#: rather than taking a Q/DQ file: a bundle builds its INT8 engine that way (it still runs Q/DQ files as they are)
+NATIVE_INT8 = "nncf"
+#: what a bench row may ask for with ``mode:``, and the precision each mode computes in (None: the file's)
+RUNNER_MODES: dict[str, str | None] = {"bf16": "bf16", "defaults": None}
+#: batches from this size on get the throughput hint with streams; smaller ones the latency hint
+THROUGHPUT_MIN_BATCH = 8
+NO_BF16 = "no native BF16 on this CPU"
+_INSTALL = "pip install 'rexnet-deploy[openvino]'"
+_MAX_COMPILED = 8  # compiled batch sizes kept alive at once (evaluation + a sweep need about six)
+
+
+def unavailable_reason(device: str = "cpu") -> str | None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        return f"OpenVINO is not installed ({first_line(exc, 100)}): {_INSTALL}"
+    return None
+
+
+def nncf_unavailable_reason() -> str | None:
+    """Why NNCF (OpenVINO's INT8 quantizer) cannot run here, None when it can."""
+    try:
+        import nncf  # noqa: F401
+    except ImportError as exc:
+        return f"NNCF is not installed ({first_line(exc, 100)}): {_INSTALL}"
+    return None
+
+
+def _openvino() -> Any:
+    reason = unavailable_reason()
+    if reason:
+        raise RuntimeUnavailable(reason)
+    import openvino
+
+    return openvino
+
+
+def cache_dir_for(xml_path: str | Path) -> Path:
+    xml_path = Path(xml_path)
+    return xml_path.with_name(xml_path.stem + ".ovcache")
+
+
+def side_files(path: Path) -> list[Path]:
+    return [path.with_suffix(".bin")] if path.suffix.lower() == ".xml" else []
+
+
+# ------------------------------------------------------------------------------------------------ build
+
+def se_gate_scope(model: Any) -> dict[str, list[str]]:
+    """The nodes of every squeeze-and-excitation gate in an OpenVINO model: ``{gate Multiply: [its branch]}``.
+
+    A gate is a Multiply fed by a Sigmoid whose input path reaches back to a ReduceMean (the SE pool):
+    pool → fc1 → act → fc2 → Sigmoid → Multiply. Found by structure rather than by name, so pruned models
+    and other ReXNet layouts are covered. SiLU (``x * sigmoid(x)``) has no pool on that path and is not a gate.
+    """
+    gates: dict[str, list[str]] = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Multiply":
+            continue
+        for source in (i.get_source_output().get_node() for i in op.inputs()):
+            if source.get_type_name() != "Sigmoid":
+                continue
+            branch, todo, pooled = [source], [source], False
+            while todo and len(branch) < 32:  # an SE branch is a handful of ops; stop on anything larger
+                node = todo.pop()
+                for parent in (i.get_source_output().get_node() for i in node.inputs()):
+                    kind = parent.get_type_name()
+                    if kind in ("Constant", "Parameter") or parent in branch:
+                        continue
+                    branch.append(parent)
+                    if kind == "ReduceMean":
+                        pooled = True
+                    else:
+                        todo.append(parent)
+            if pooled:
+                gates[op.get_friendly_name()] = [n.get_friendly_name() for n in branch]
+    return gates
+
+
+def _check_calibration(images: Any, model: Any) -> np.ndarray:
+    """The calibration images as float32 NCHW matching the model's input, or one line saying what is wrong."""
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or len(images) == 0:
+        got = f"shape {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        raise UserError(f"OpenVINO INT8 needs calibration images as a float32 [N, C, H, W] array, got {got}: "
+                        f"load them from the calibration set (rexnet_deploy.quant.CalibrationSet)")
+    want = [d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape()][1:]
+    if any(w is not None and w != g for w, g in zip(want, images.shape[1:])):
+        raise UserError(f"calibration images are {list(images.shape[1:])} but the model takes {want}: "
+                        f"use a calibration set drawn for this model's input size")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def _top1(ov: Any, model: Any, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 (percent) of an OpenVINO model in f32 arithmetic, the precision the runner measures FP32 rows in."""
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    hits = 0
+    for start in range(0, len(images), 256):
+        logits = compiled(images[start:start + 256])[0]
+        hits += int((np.argmax(logits, 1) == labels[start:start + 256]).sum())
+    return 100.0 * hits / len(images)
+
+
+def _nncf_int8(ov: Any, onnx_path: Path, calibration: Any, *, subset_size: int, fast_bias_correction: bool,
+               validation: tuple[np.ndarray, np.ndarray] | None, max_drop: float) -> tuple[Any, dict[str, Any]]:
+    """NNCF post-training INT8 of the FP32 ONNX; returns (quantized model, what was done for the manifest)."""
+    reason = nncf_unavailable_reason()
+    if reason:
+        raise RuntimeUnavailable(reason)
+    import logging
+
+    import nncf
+
+    nncf.set_log_level(logging.WARNING)  # its per-node INFO lines would bury the command's own output
+    # convert_model (not read_model) fuses x*sigmoid(x) into Swish, so NNCF treats SiLU as one activation
+    # and quantizes its output only, instead of putting int8 on both inputs of an elementwise multiply
+    model = ov.convert_model(str(onnx_path))
+    images = _check_calibration(calibration, model)
+    subset = min(int(subset_size), len(images))
+    if subset < 1:
+        raise UserError(f"--subset-size {subset_size} must be at least 1")
+    gates = se_gate_scope(model)
+    # the SE gates stay in float: a sigmoid gate in [0, 1] multiplied into every channel loses most of its
+    # resolution in int8, and small SE/SiLU nets are where default PTQ collapses (anchors.md §0.4–0.5)
+    ignored = nncf.IgnoredScope(names=sorted({n for g, branch in gates.items() for n in (g, *branch)}),
+                                validate=False)
+    settings = {"preset": nncf.QuantizationPreset.MIXED, "subset_size": subset,
+                "fast_bias_correction": bool(fast_bias_correction), "ignored_scope": ignored}
+    calib = nncf.Dataset([images[i:i + 1] for i in range(len(images))])  # one image per item: NNCF's statistics
+    quantized = nncf.quantize(model, calib, **settings)
+    record: dict[str, Any] = {
+        "tool": "nncf", "nncf_version": nncf.__version__, "api": "nncf.quantize", "preset": "mixed",
+        "scheme": "int8: weights symmetric per-channel, activations asymmetric per-tensor (preset MIXED)",
+        "subset_size": subset, "calibration_images": len(images),
+        "fast_bias_correction": bool(fast_bias_correction),
+        "ignored_scope": {"rule": "squeeze-and-excitation gates (pool → fc → Sigmoid → Multiply) kept in float",
+                          "gates": len(gates), "names": ignored.names},
+        "silu": "fused to Swish by ov.convert_model before quantization: its output is quantized, not its inputs",
+        "accuracy_control": None,
+    }
+    if validation is not None:
+        record["accuracy_control"], quantized = _accuracy_budget(ov, nncf, model, quantized, calib, validation,
+                                                                 max_drop, settings)
+        record["api"] = record["accuracy_control"]["api"]
+    record["fake_quantize_ops"] = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops())
+    return quantized, record
+
+
+def _accuracy_budget(ov: Any, nncf: Any, model: Any, quantized: Any, calib: Any,
+                     validation: tuple[np.ndarray, np.ndarray], max_drop: float,
+                     settings: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Keep the plain INT8 model if it loses ≤ ``max_drop`` top-1 points on ``validation``; else
+    ``nncf.quantize_with_accuracy_control``, which reverts the most harmful layers to float until it fits."""
+    images, labels = validation
+    images = _check_calibration(images, model)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if len(labels) != len(images):
+        raise UserError(f"validation has {len(images)} images but {len(labels)} labels: pass matching arrays")
+    if max_drop < 0:
+        raise UserError(f"--max-drop {max_drop} must be ≥ 0 top-1 points")
+    fp32, first = _top1(ov, model, images, labels), _top1(ov, quantized, images, labels)
+    info: dict[str, Any] = {"api": "nncf.quantize", "max_drop_points": max_drop, "validation_images": len(images),
+                            "fp32_top1": fp32, "int8_top1": first, "final_top1": first, "restored": False}
+    if fp32 - first <= max_drop:
+        return info, quantized
+
+    def validate(compiled: Any, items: Any) -> tuple[float, list[float]]:
+        # per-image correctness, so NNCF can rank layers on its subsets of the validation set
+        hits = [float(np.argmax(compiled(image)[0], 1)[0] == label) for image, label in items]
+        return float(np.mean(hits)) if hits else 0.0, hits
+
+    val = nncf.Dataset([(images[i:i + 1], labels[i]) for i in range(len(images))], lambda item: item[0])
+    restored = nncf.quantize_with_accuracy_control(
+        model, calib, val, validate, max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE,
+        preset=settings["preset"], subset_size=settings["subset_size"],
+        fast_bias_correction=settings["fast_bias_correction"], ignored_scope=settings["ignored_scope"])
+    info.update(api="nncf.quantize_with_accuracy_control", restored=True,
+                final_top1=_top1(ov, restored, images, labels))
+    return info, restored
+
+
+def build(onnx_path: str | Path, out_path: str | Path, *, precision: str | None = None,
+          calibration: np.ndarray | None = None, calibration_source: str | None = None, subset_size: int = 300,
+          fast_bias_correction: bool = False, validation: tuple[np.ndarray, np.ndarray] | None = None,
+          max_drop: float = 0.5, deploy_batch: int | None = None) -> dict[str, Any]:
+    """Convert ``onnx_path`` to IR at ``out_path`` (.xml, .bin beside) and warm its compile cache.
+
+    ``precision``: None or the ONNX's own precision converts the file as it is; ``"int8"`` from an FP32
+    ONNX quantizes it with NNCF on ``calibration`` (float32 NCHW images, preprocessed: the same calibration
+    set file every runtime's INT8 uses; ``calibration_source`` names it in the manifest). ``subset_size``:
+    calibration images NNCF uses (its default 300); ``fast_bias_correction`` False is NNCF's full bias
+    correction, what small SE/SiLU nets need (anchors.md §0.4). ``validation`` (images, labels) with
+    ``max_drop`` (top-1 points): when plain INT8 loses more, quantize with NNCF's accuracy control instead.
+    ``deploy_batch``: the batch the cache is warmed for (default 1). Returns the manifest fields; the caller
+    writes the manifest and checks parity.
+    """
+    ov = _openvino()
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    if deploy_batch is not None and int(deploy_batch) < 1:
+        raise UserError(f"--deploy-batch {deploy_batch} must be at least 1")
+    source_precision = onnx_precision(onnx_path)
+    precision = precision or source_precision
+    fields: dict[str, Any] = {}
+    if precision == "int8" and source_precision == "fp32":
+        if calibration is None:
+            raise UserError("OpenVINO INT8 (NNCF) needs calibration images: pass the calibration set "
+                            "(`--calibration calib/<set>.pt`)")
+        model, fields["quantization"] = _nncf_int8(ov, onnx_path, calibration, subset_size=subset_size,
+                                                   fast_bias_correction=fast_bias_correction,
+                                                   validation=validation, max_drop=max_drop)
+        fields["quantization"]["calibration_source"] = calibration_source
+    elif precision != source_precision:
+        raise UserError(f"OpenVINO builds {onnx_path.name} ({source_precision}) as it is, or int8 (NNCF) from an "
+                        f"FP32 ONNX; {precision} from {source_precision} is not a build: pass the {precision} ONNX")
+    elif calibration is not None or validation is not None:
+        raise UserError(f"calibration/validation apply to an int8 build from an FP32 ONNX, not a {precision} "
+                        f"build of {onnx_path.name}: drop them or ask for precision int8")
+    else:
+        model = ov.Core().read_model(str(onnx_path))
+        if source_precision == "int8":
+            fields["quantization"] = {"tool": "onnxruntime Q/DQ", "layout": INT8_LAYOUT.name,
+                                      "note": "OpenVINO reads the Q/DQ pairs as FakeQuantize"}
+    ov.save_model(model, str(out_path), compress_to_fp16=False)
+    weights = out_path.with_suffix(".bin")
+    dims = list(model.inputs[0].get_partial_shape())
+    with OpenVinoRunner(out_path) as runner:  # compiling once fills the cache folder for the deploy batch
+        if all(d.is_static for d in dims[1:]):  # an image size left dynamic has nothing to warm
+            runner.infer(np.zeros([int(deploy_batch or 1), *[d.get_length() for d in dims[1:]]], np.float32))
+    return {
+        "kind": "engine",
+        "backend": "openvino",
+        "precision": precision,
+        "source_precision": source_precision,
+        "device": "CPU",
+        "inference_precision": "f32",
+        "deploy_batch": deploy_batch,
+        "source_onnx": onnx_path.name,
+        "source_onnx_sha256": sha256_file(onnx_path),
+        "weights": {"file": weights.name, "sha256": sha256_file(weights), "size_bytes": weights.stat().st_size},
+        "cache_dir": cache_dir_for(out_path).name,
+        "openvino_version": ov.get_version(),
+        "input_shape": [d.get_length() if d.is_static else -1 for d in model.inputs[0].get_partial_shape()],
+        **fields,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ runner
+
+def open_runner(path: Path, device: str = "cpu", threads: int | None = None, *, mode: str | None = None,
+                streams: int | None = None) -> "OpenVinoRunner":
+    return OpenVinoRunner(path, threads=threads, mode=mode, streams=streams)
+
+
+def _ir_precision(model) -> str:
+    """INT8 when the graph holds FakeQuantize (how OpenVINO reads Q/DQ), FP16 for half constants, else FP32."""
+    ops = model.get_ordered_ops()
+    if any(op.get_type_name() == "FakeQuantize" for op in ops):
+        return "int8"
+    if any(op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "f16" for op in ops):
+        return "fp16"
+    return "fp32"
+
+
+class _Compiled:
+    """One batch size's compiled model: its requests, the per-request batch, and what was chosen."""
+
+    def __init__(self, compiled: Any, chunk: int, requests: int, facts: dict[str, Any]) -> None:
+        self.compiled = compiled
+        self.chunk = chunk
+        self.requests = [compiled.create_infer_request() for _ in range(requests)]
+        self.facts = facts
+
+
+def _type_name(value: Any) -> str:
+    """``f32``/``bf16`` for an OpenVINO element type property, its text for anything else."""
+    return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+
+
+class OpenVinoRunner(Runner):
+    """Compiles the model for the CPU, per batch size, in the arithmetic ``mode`` asks for.
+
+    Default mode: f32 inference precision for every file (OpenVINO's CPU default on BF16-capable Xeons is
+    bf16, which would change the numbers an FP32 file promises; Q/DQ and NNCF models still run their INT8
+    kernels). Each batch size gets its own static-shape compile (dynamic shapes cost ~16 % here):
+    the latency hint below :data:`THROUGHPUT_MIN_BATCH`, from there the throughput hint with the streams
+    OpenVINO picks for this model and thread count, the batch split into one request per stream.
+    ``mode="bf16"``: bf16 inference precision, only where the CPU has native BF16. ``mode="defaults"``: the
+    file compiled as it is (dynamic shape) with nothing set but the thread count: what a user gets
+    without this tool. ``threads`` sets INFERENCE_NUM_THREADS; ``streams`` pins the throughput streams.
+    IR files use the compile cache folder beside them (not in ``defaults`` mode).
+    """
+
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None = None, cache_dir: str | Path | None = None, *,
+                 mode: str | None = None, streams: int | None = None) -> None:
+        ov = _openvino()
+        self.path = require_file(path, "OpenVINO model", "build it with `rexnet-deploy build --backend openvino`")
+        if self.path.suffix not in (".xml", ".onnx"):
+            raise UserError(f"{self.path} is not an OpenVINO IR (.xml) or ONNX file")
+        if mode is not None and mode not in RUNNER_MODES:
+            raise UserError(f"unknown OpenVINO mode {mode!r}: choose {', '.join(RUNNER_MODES)} (or none)")
+        if streams is not None and int(streams) < 1:
+            raise UserError(f"streams {streams} must be at least 1")
+        if mode == "bf16" and not has_native_bf16():
+            raise RuntimeUnavailable(NO_BF16)
+        self.mode = mode
+        if cache_dir is None and self.path.suffix == ".xml" and mode != "defaults":
+            cache_dir = cache_dir_for(self.path)
+        self.cache_dir = Path(cache_dir) if cache_dir and self._writable(Path(cache_dir)) else None
+        self.core = ov.Core()
+        try:
+            # compiling from the Model object keys the cache on the model's content, not its path, so a
+            # cache warmed before the bundle was renamed into place still hits
+            self.model = self.core.read_model(str(self.path))
+        except Exception as exc:  # OpenVINO raises a bare RuntimeError for a foreign or truncated file
+            raise UserError(f"{self.path} cannot be read by OpenVINO ({first_line(exc)}): rebuild it") from None
+        manifest = read_manifest_if_any(self.path)
+        file_precision = manifest.get("precision") or _ir_precision(self.model)
+        if mode == "bf16" and file_precision != "fp32":
+            raise UserError(f"mode bf16 runs an FP32 file in BF16 arithmetic; {self.path.name} is {file_precision}: "
+                            f"pass the FP32 file")
+        super().__init__("bf16" if mode == "bf16" else file_precision)
+        self.meta = manifest
+        # An ONNX Runtime Q/DQ file keeps its dynamic batch: compiled for a static batch, OpenVINO 2026.4 ran one
+        # at 40.4 % top-1 where ONNX Runtime and OpenVINO's dynamic compile gave 87.9 % (AVX2 CPU, no VNNI;
+        # likely u8×s8 saturation, which NNCF's models are built to avoid). NNCF IRs compile static, always:
+        # OpenVINO 2026.4 segfaults running one with a dynamic batch on an AMX CPU (Xeon, amx_int8). The IR's
+        # own rt_info says NNCF made it, since build compiles it before its manifest is written.
+        self.nncf = bool(self.model.has_rt_info(["nncf"]))
+        self.static = file_precision != "int8" or self.nncf
+        self.requested_threads = int(threads) if threads else None
+        self.inference_precision = {"bf16": "bf16", "defaults": None}.get(mode or "", "f32")
+        self.streams = int(streams) if streams else None  # throughput streams: found on the first big batch
+        self._compiled: OrderedDict[tuple[int, ...], _Compiled] = OrderedDict()
+        self.compiled_for: dict[str, dict[str, Any]] = {}  # batch → what it was compiled as (kept for describe)
+        if mode == "defaults":
+            if self.nncf and "amx" in isa_class():
+                raise RuntimeUnavailable(f"{self.path.name} is an NNCF INT8 model: OpenVINO 2026.4 crashes running one "
+                                         f"with a dynamic batch on this AMX CPU; run it without mode defaults (static)")
+            self._compile_as_is()
+        self.threads = self.requested_threads or int(self.core.get_property("CPU", "INFERENCE_NUM_THREADS")) or None
+
+    @staticmethod
+    def _writable(folder: Path) -> bool:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(folder, os.W_OK)
+
+    def _config(self, hint: str | None, streams: int | None = None, cache: bool = True) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        if hint:
+            config["PERFORMANCE_HINT"] = hint
+        if streams:
+            config["NUM_STREAMS"] = int(streams)
+        if self.inference_precision:
+            config["INFERENCE_PRECISION_HINT"] = self.inference_precision
+        if self.requested_threads:
+            config["INFERENCE_NUM_THREADS"] = self.requested_threads
+        if cache and self.cache_dir:
+            config["CACHE_DIR"] = str(self.cache_dir)
+        return config
+
+    def _compile(self, shape: Sequence[int] | None, config: dict[str, Any]) -> Any:
+        model = self.model
+        if shape is not None and self.static:
+            import openvino as ov
+
+            model = self.model.clone()  # the read model stays dynamic for the next batch size
+            model.reshape({0: ov.PartialShape([int(d) for d in shape])})
+        return self.core.compile_model(model, "CPU", config)
+
+    def _facts(self, batch: int | None, compiled: Any, shape: Any, requests: int,
+               config: dict[str, Any]) -> dict[str, Any]:
+        static = self.static and batch is not None
+        return {"batch": batch, "input_shape": shape if static else str(self.model.inputs[0].get_partial_shape()),
+                "static": static, "request_batch": shape[0] if batch is not None else None, "requests": requests,
+                "hint": str(compiled.get_property("PERFORMANCE_HINT")),
+                "streams": int(compiled.get_property("NUM_STREAMS")),
+                "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+                "inference_precision": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
+                "config": {k: v for k, v in config.items() if k != "CACHE_DIR"}}
+
+    def _compile_as_is(self) -> None:
+        config = self._config(None, cache=False)
+        compiled = self._compile(None, config)
+        shape = str(self.model.inputs[0].get_partial_shape())
+        entry = _Compiled(compiled, 0, 1, self._facts(None, compiled, shape, 1, config))
+        self._compiled[()] = entry
+        self.compiled_for["any"] = entry.facts
+
+    def _for_batch(self, shape: tuple[int, ...]) -> _Compiled:
+        """The compiled model for this input shape: compiled on first use, then reused."""
+        if self.mode == "defaults":
+            return self._compiled[()]
+        if shape in self._compiled:
+            self._compiled.move_to_end(shape)
+            return self._compiled[shape]
+        batch, rest = shape[0], list(shape[1:])
+        if batch < THROUGHPUT_MIN_BATCH:
+            config = self._config("LATENCY")
+            compiled, chunk = self._compile([batch, *rest], config), batch
+        else:
+            compiled = None
+            if self.streams is None:
+                # the streams OpenVINO's throughput hint picks for this model and thread count (2 on 2 cores
+                # for ReXNet); a one-stream answer is already the compile this batch needs
+                probe_config = self._config("THROUGHPUT", cache=False)
+                probe = self._compile([batch, *rest], probe_config)
+                self.streams = max(1, int(probe.get_property("NUM_STREAMS")))
+                if self.streams == 1:
+                    compiled, chunk, config = probe, batch, probe_config
+                del probe
+            if compiled is None:
+                # one request per stream, each a static slice of the batch: a single request would keep
+                # all but one stream idle
+                chunk = math.ceil(batch / self.streams)
+                config = self._config("THROUGHPUT", streams=self.streams)
+                compiled = self._compile([chunk, *rest], config)
+        requests = math.ceil(batch / chunk)
+        entry = _Compiled(compiled, chunk, requests, self._facts(batch, compiled, [chunk, *rest], requests, config))
+        if self.mode == "bf16" and entry.facts["inference_precision"] != "bf16":
+            # OpenVINO quietly compiles f32 where it has no bf16 kernels: the row would be FP32 called BF16
+            raise RuntimeUnavailable(f"OpenVINO compiled {entry.facts['inference_precision']}, not bf16, on this "
+                                     f"CPU: it has no native BF16 kernels for it")
+        self._compiled[shape] = entry
+        self.compiled_for[str(batch)] = entry.facts
+        while len(self._compiled) > _MAX_COMPILED:
+            self._compiled.popitem(last=False)
+        return entry
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        entry = self._for_batch(tuple(batch.shape))
+        if len(entry.requests) == 1:
+            request = entry.requests[0]
+            request.infer({0: batch})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        chunks = [batch[i:i + entry.chunk] for i in range(0, len(batch), entry.chunk)]
+        if len(chunks[-1]) < entry.chunk:  # the compiled shape is static: pad the last slice, drop its rows
+            pad = np.zeros((entry.chunk - len(chunks[-1]), *batch.shape[1:]), np.float32)
+            chunks[-1] = np.concatenate([chunks[-1], pad])
+        for request, chunk in zip(entry.requests, chunks):
+            request.start_async({0: chunk})
+        outputs = []
+        for request in entry.requests[:len(chunks)]:
+            request.wait()
+            outputs.append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
+        return np.concatenate(outputs)[:len(batch)]
+
+    def close(self) -> None:
+        self._compiled.clear()
+
+    def describe(self) -> dict:
+        import openvino as ov
+
+        return {**super().describe(), "path": str(self.path), "device": "CPU", "threads": self.threads,
+                "mode": self.mode or "tool", "inference_precision": self.inference_precision or "openvino default",
+                "static_shapes": self.static and self.mode != "defaults",
+                **({} if self.static else {"why_dynamic": "an ONNX Runtime Q/DQ file: static-shape compiles of "
+                                           "these lost most of their accuracy (OpenVINO 2026.4, AVX2)"}),
+                "compiled": dict(self.compiled_for), "cache_dir": str(self.cache_dir) if self.cache_dir else None,
+                "openvino_version": ov.get_version()}

@@ -1,0 +1,94 @@
+"""Build an engine from an ONNX file with any backend of the table, checked against ONNX Runtime, written atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import ensure_writable_dir, write_manifest
+from ..backends import RuntimeUnavailable, builders, get_backend, open_runner
+from ..errors import UserError
+from ..export.parity import compare_logits, require_parity
+
+
+def builder(name: str):
+    """The table row of an engine backend, or one line naming the ones that build from ONNX."""
+    backend = get_backend(name)
+    if not backend.builds_from_onnx:
+        raise UserError(f"{name} runs files as they are and builds nothing: choose "
+                        f"{' or '.join(b.name for b in builders())}")
+    return backend
+
+
+def engine_parity(engine_path: Path, onnx_path: Path, images: np.ndarray, precision: str) -> dict:
+    """The engine's logits vs ONNX Runtime (CPU) on the ONNX it was built from."""
+    with open_runner(onnx_path) as reference_runner:
+        reference = reference_runner.infer(images)
+    with open_runner(engine_path) as runner:
+        candidate = runner.infer(images)
+    return {**compare_logits(reference, candidate, precision), "reference": onnx_path.name,
+            "runtime": runner.backend}
+
+
+def _check_request(onnx_path: Path, out_path: Path, backend, options: dict[str, Any]) -> None:
+    if not onnx_path.is_file() or onnx_path.suffix != ".onnx":
+        raise UserError(f"{onnx_path} is not an ONNX file: pass one written by rexnet-deploy export")
+    if out_path.suffix not in backend.suffixes:
+        raise UserError(f"{out_path}: a {backend.name} engine is written as *{backend.suffixes[0]}; rename --out")
+    unknown = [k for k in options if k not in getattr(backend.impl(), "BUILD_OPTIONS", ())]
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        takers = [b.name for b in builders() if unknown[0] in getattr(b.impl(), "BUILD_OPTIONS", ())]
+        raise UserError(f"{flags} apply to {' and '.join(takers) or 'no'} builds only, not {backend.name}: drop them")
+    reason = backend.unavailable_reason()
+    if reason:  # fail in one line before touching the output folder
+        raise RuntimeUnavailable(reason)
+
+
+def _move_into_place(staging: Path, folder: Path) -> None:
+    """Every staged file into ``folder``, the manifest last (its presence means the engine is complete)."""
+    manifests = {p for p in staging.iterdir() if p.name.endswith(".json")}
+    for item in sorted(staging.iterdir(), key=lambda p: p in manifests):
+        target = folder / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(item, target)
+
+
+def build_engine(onnx_path: str | Path, out_path: str | Path | None, backend: str, *,
+                 images: np.ndarray | None = None, parity_source: str | None = None, **options: Any) -> Path:
+    """Build ``onnx_path`` into an engine for ``backend``; returns the engine path (manifest beside it).
+
+    ``out_path`` None: beside the ONNX, named by the backend's table row.
+
+    With ``images`` the engine's output is compared with ONNX Runtime's before anything is put in
+    place, and a failed comparison raises :class:`CheckFailed`. The engine, its side files and its
+    manifest are staged in a temporary folder beside ``out_path`` and moved in manifest-last.
+    ``options``: the backend's ``BUILD_OPTIONS`` (TensorRT: batch profile, workspace, timing cache).
+    """
+    spec = builder(backend)
+    onnx_path = Path(onnx_path)
+    out_path = Path(out_path) if out_path else spec.default_path(onnx_path)
+    _check_request(onnx_path, out_path, spec, options)
+    ensure_writable_dir(out_path.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
+    try:
+        staged = staging / out_path.name
+        fields = spec.impl().build(onnx_path, staged, **options)
+        write_manifest(staged, fields)  # runners check it before loading
+        if images is not None:
+            # a TF32 build of an FP32 file is judged by TF32's own tolerance, not FP32's 1e-4
+            limit = "tf32" if fields.get("tf32") and fields["precision"] == "fp32" else fields["precision"]
+            fields["parity"] = {**engine_parity(staged, onnx_path, images, limit),
+                                "inputs": parity_source}
+            write_manifest(staged, fields)
+            require_parity(fields["parity"], out_path.name, "the engine was not written")
+        _move_into_place(staging, out_path.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_path
