@@ -22,6 +22,6 @@ want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d'
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing rexnet-deploy and its dependencies into .venv (a few minutes)"
     # -c: the exact torch/torchvision builds of this project's machines (pyproject.toml has only ranges)
-    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,openvino]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,openvino,executorch]"
     echo "$want" > "$stamp"
 fi

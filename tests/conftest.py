@@ -53,9 +53,13 @@ def fmnist_trained(tmp_path_factory, fmnist_available) -> Path:
     """best.pt of a ``rexnet`` w=0.5, 10 classes, trained on Fashion-MNIST with the fmnist-cpu recipe
     (shortened to ~1 minute on 2 cores; ≥ 80 % top-1 on the test split). Load it with ``load_model``."""
     from rexnet_deploy.data import load_dataset
-    from rexnet_deploy.train import TrainRequest, fit, load_recipe
+    from rexnet_deploy.train import TrainRequest, fit_stage, load_recipe
 
     recipe = load_recipe("fmnist-cpu", {"epochs": 2, "train_subset": FMNIST_TRAINED_SUBSET})
     data = (load_dataset("fashion_mnist", "train"), load_dataset("fashion_mnist", "test").subset(FMNIST_TRAINED_VAL))
-    result = fit(TrainRequest(recipe, tmp_path_factory.mktemp("fmnist_trained"), data=data, progress=False))
-    return result.best_checkpoint
+    # `make test` runs each file in its own process and names one folder for all of them in
+    # REXNET_DEPLOY_TEST_SHARED: the first trains there, the others reuse the finished stage
+    shared = os.environ.get("REXNET_DEPLOY_TEST_SHARED")
+    out = Path(shared) / "fmnist_trained" if shared else tmp_path_factory.mktemp("fmnist_trained")
+    best, _ = fit_stage(TrainRequest(recipe, out, data=data, progress=False), log=lambda _: None)
+    return best
