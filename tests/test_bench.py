@@ -368,3 +368,32 @@ def test_profile_sums_kernel_time_and_macs_by_layer_kind(tiny, tmp_path):
         assert (tmp_path / "prof" / name).is_file(), name
     bad = run_cli("profile", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "p2"))
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_openvino_profile_counts_the_same_macs_and_names_the_kernels_precision(tiny, tmp_path):
+    from rexnet_deploy.bench.profile import profile_file, profile_onnx
+    from rexnet_deploy.hardware import has_native_bf16
+
+    xml = tiny["root"] / "tiny.openvino.xml"
+    if not xml.is_file():
+        pytest.skip("OpenVINO is not installed here")
+    profile = profile_file(xml, batch=2, threads=1, runs=3)
+    rows = {r["layer kind"]: r for r in profile["rows"]}
+    assert profile["runtime"] == "openvino" and profile["kernel_ms_per_batch"] > 0
+    assert {"depthwise conv", "1×1 conv", "k×k conv (stem)"} <= set(rows)
+    assert sum(r["time %"] for r in rows.values()) == pytest.approx(100, abs=0.5)
+    # the convolutions' MACs from OpenVINO's model equal those from the ONNX graph's shapes
+    onnx_rows = {r["layer kind"]: r for r in profile_onnx(tiny["onnx"], batch=2, threads=1, runs=1)["rows"]}
+    for kind in ("depthwise conv", "1×1 conv", "k×k conv (stem)"):
+        assert rows[kind]["MMACs / image"] == onnx_rows[kind]["MMACs / image"], kind
+    # the tool's default for an FP32 file is f32 arithmetic: every conv kernel says so
+    assert rows["1×1 conv"]["kernels in"] == "fp32 100 %" and rows["depthwise conv"]["kernels in"] == "fp32 100 %"
+    if has_native_bf16():
+        bf16 = {r["layer kind"]: r for r in profile_file(xml, batch=2, threads=1, runs=2, mode="bf16")["rows"]}
+        assert bf16["1×1 conv"]["kernels in"].startswith("bf16")
+
+    proc = run_cli("profile", str(xml), "--batch", "2", "--runs", "2", "--threads", "1", "--out", str(tmp_path / "p"))
+    assert proc.returncode == 0, proc.stderr
+    assert "kernels in" in proc.stdout and "(openvino)" in (tmp_path / "p" / "profile.md").read_text()
+    bad = run_cli("profile", str(tiny["onnx"]), "--mode", "bf16", "--out", str(tmp_path / "p2"))
+    assert bad.returncode == 2 and "--mode bf16" in bad.stderr and "Traceback" not in bad.stderr

@@ -242,13 +242,17 @@ def test_a_speed_only_group_sees_resized_images_of_its_own_preprocessing(tmp_pat
 def test_the_speed_cpu_suite_is_package_data_and_names_every_precision_and_the_peers():
     suite = load_suite("speed-cpu")
     groups = {g.name: g for g in suite.groups}
-    assert set(groups) == {"tiny-cifar-0.5", "tiny-cifar-0.5-random", "rexnet_100-224"}
+    assert set(groups) == {"tiny-cifar-0.5", "tiny-cifar-0.5-random", "rexnet_100-224", "pipeline-pruned"}
     trained = {a.name: a for a in groups["tiny-cifar-0.5"].artifacts}
     assert {"openvino-default", "ort-default", "torch-fp32", "torch-bf16", "ort-fp32", "ort-int8", "openvino-fp32",
             "openvino-bf16", "openvino-int8"} <= set(trained)
     assert trained["openvino-default"].mode == "defaults" and trained["openvino-bf16"].precision == "bf16"
     assert groups["rexnet_100-224"].preprocess.size == 224 and groups["tiny-cifar-0.5"].preprocess is None
     assert groups["tiny-cifar-0.5-random"].eval_images == SPEED_ONLY_IMAGES
+    # the pruned model's rows are measured against the unpruned source's FP32 ONNX in OpenVINO
+    pruned = {a.name: a for a in groups["pipeline-pruned"].artifacts}
+    assert "pipeline-source" in str(pruned["openvino-default"].path) and pruned["openvino-default"].mode == "defaults"
+    assert {"pruned-openvino-bf16", "pruned-openvino-int8", "pruned-ort-int8"} <= set(pruned)
     for group in suite.groups:
         assert group.reference_name() == "openvino-default"
         assert all(a.optional for a in group.artifacts)  # a machine without some file still records the rest

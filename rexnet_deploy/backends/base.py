@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
+
 #: what a suite row names a file by, and what the backend takes: a torch checkpoint, an ONNX file run as
 #: it is, or an engine (built from an ONNX file or from the torch model, see BUILD_SOURCES)
 ROLES = ("checkpoint", "onnx", "engine")
@@ -136,6 +138,13 @@ class Runner(abc.ABC):
     def on_gpu(self) -> bool:
         """True when inputs can stay on a CUDA device between steps (``infer_tensor`` works)."""
         return False
+
+    def profile_layers(self, batch: int, runs: int, warmup: int = 5) -> list[dict[str, Any]]:
+        """Time of each layer the runtime runs, at one ``batch`` size: runners with a per-layer profiler override it.
+
+        Each record: ``name``, ``layer_type`` and ``kernel`` (the runtime's words), ``ms`` (mean of ``runs``).
+        """
+        raise UserError(f"{self.backend} has no per-layer profiler in rexnet-deploy: profile the ONNX file instead")
 
     def close(self) -> None:
         """Free the runtime's resources."""

@@ -288,6 +288,26 @@ def open_runner(path: Path, device: str = "cpu", threads: int | None = None, *, 
     return OpenVinoRunner(path, threads=threads, mode=mode, streams=streams)
 
 
+def _weight_layers(model: Any) -> dict[str, dict[str, Any]]:
+    """Weight shape and MACs per image of each Convolution, GroupConvolution and MatMul of a read model."""
+    layers: dict[str, dict[str, Any]] = {}
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind not in ("Convolution", "GroupConvolution", "MatMul"):
+            continue
+        weight, out = op.get_input_partial_shape(1), op.get_output_partial_shape(0)
+        if not weight.is_static or not all(d.is_static for d in list(out)[1:]):
+            continue
+        weight = [int(d.get_length()) for d in weight]
+        per_output = math.prod(weight[2:] if kind == "GroupConvolution" else weight[1:])
+        if kind == "MatMul":  # the classifier: one multiply-add per weight
+            per_output, outputs = 1, math.prod(weight)
+        else:
+            outputs = math.prod(int(d.get_length()) for d in list(out)[1:])
+        layers[op.get_friendly_name()] = {"weight_shape": weight, "macs_per_image": outputs * per_output}
+    return layers
+
+
 def _ir_precision(model) -> str:
     """INT8 when the graph holds FakeQuantize (how OpenVINO reads Q/DQ), FP16 for half constants, else FP32."""
     ops = model.get_ordered_ops()
@@ -486,6 +506,35 @@ class OpenVinoRunner(Runner):
             request.wait()
             outputs.append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
         return np.concatenate(outputs)[:len(batch)]
+
+    def profile_layers(self, batch: int, runs: int, warmup: int = 5) -> list[dict[str, Any]]:
+        """OpenVINO's per-layer counters (PERF_COUNT) for a static ``batch`` in this runner's arithmetic.
+
+        One request, the latency hint, every thread: the layers are those the CPU plugin runs after fusing,
+        each with its kernel (``brgconv_avx512_dw_bf16``: the kernel names the precision it computes in).
+        Convolutions and MatMuls also carry their weight shape and MACs per image, from the read model.
+        """
+        ov = _openvino()
+        dims = self.model.inputs[0].get_partial_shape()
+        if not all(d.is_static for d in list(dims)[1:]):
+            raise UserError(f"{self.path} has a dynamic image size ({dims}): export it with a fixed input size")
+        shape = [int(batch), *(int(d.get_length()) for d in list(dims)[1:])]
+        compiled = self._compile(shape, {**self._config("LATENCY", cache=False), "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        batch = np.random.default_rng(0).standard_normal(shape).astype(np.float32)  # timing does not read values
+        records: dict[str, dict[str, Any]] = {}
+        for step in range(warmup + runs):
+            request.infer({0: batch})
+            if step < warmup:
+                continue
+            for layer in request.profiling_info:
+                if layer.status != ov.ProfilingInfo.Status.EXECUTED:
+                    continue  # fused into a neighbour: its time is that layer's
+                record = records.setdefault(layer.node_name, {"name": layer.node_name, "layer_type": layer.node_type,
+                                                              "kernel": layer.exec_type, "ms": 0.0})
+                record["ms"] += layer.real_time.total_seconds() * 1e3 / runs
+        weights = _weight_layers(self.model)
+        return [{**r, **weights.get(r["name"], {})} for r in records.values()]
 
     def close(self) -> None:
         self._compiled.clear()

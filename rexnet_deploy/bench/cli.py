@@ -90,11 +90,14 @@ def add_check_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_profile_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="where the time goes: ONNX Runtime kernel time and MACs per layer kind",
-                       description="Profile ONNX files in ONNX Runtime on the CPU and sum kernel time by layer kind "
-                                   "(depthwise, 1×1, activations, Q/DQ, …) beside each kind's share of the MACs. "
-                                   "Writes profile.json, profile.md and profile.png to --out.")
-    p.add_argument("onnx", nargs="+", help="ONNX files (FP32, FP16 or INT8 Q/DQ)")
+    p = sub.add_parser("profile", help="where the time goes: kernel time and MACs per layer kind",
+                       description="Profile ONNX files in ONNX Runtime on the CPU, or OpenVINO IRs with OpenVINO's "
+                                   "per-layer counters, and sum kernel time by layer kind (depthwise, 1×1, "
+                                   "activations, Q/DQ, …) beside each kind's share of the MACs (and, for an IR, "
+                                   "the precision its kernels ran in). Writes profile.json, profile.md and "
+                                   "profile.png to --out.")
+    p.add_argument("model", nargs="+", help="ONNX files (FP32, FP16 or INT8 Q/DQ) or OpenVINO IRs (.xml)")
+    p.add_argument("--mode", help="an engine runner's mode, as a bench row's `mode:` (OpenVINO: bf16, defaults)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--runs", type=int, default=20, help="profiled runs after 5 warm-up runs (default 20)")
@@ -186,14 +189,14 @@ def run_check_command(args: argparse.Namespace) -> int:
 def run_profile_command(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..report import format_table
-    from .profile import profile_onnx, write_profiles
+    from .profile import profile_file, write_profiles
     from .results import check_out_dir
 
     if args.batch < 1 or args.runs < 1:
         raise UserError(f"--batch and --runs must be positive (got {args.batch}, {args.runs})")
     out = check_out_dir(args.out or Path("bench/runs") / f"profile-{_dt.datetime.now():%Y%m%d-%H%M%S}",
                         marker="profile.json")
-    profiles = [profile_onnx(path, args.batch, args.threads, args.runs) for path in args.onnx]
+    profiles = [profile_file(path, args.batch, args.threads, args.runs, mode=args.mode) for path in args.model]
     for p in profiles:
         print(f"\n{p['model']}: {p['kernel_ms_per_batch']:.2f} ms kernel time per batch of {p['batch']}")
         print(format_table(p["rows"]))

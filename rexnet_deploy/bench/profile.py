@@ -1,10 +1,12 @@
-"""Where the time goes: ONNX Runtime's per-node profile of a model, summed by kind of layer.
+"""Where the time goes: a runtime's per-layer profile of a model, summed by kind of layer.
 
 A ReXNet spends its MACs in 1×1 convolutions, but a depthwise 3×3 convolution reads and writes as many
 activations as a 1×1 one for 1/C of its arithmetic, so on a CPU its time is set by memory traffic
 rather than MACs. This module puts the two side by side for each layer kind: share of the MACs (from
 the ONNX graph's shapes) and share of the measured kernel time (ONNX Runtime's profiler, on the
-graph it actually runs after fusing Q/DQ pairs into QLinear* kernels). ``rexnet-deploy profile``.
+graph it actually runs after fusing Q/DQ pairs into QLinear* kernels), or OpenVINO's per-layer
+counters for an IR (``.xml``), in the arithmetic of a bench row's mode, with the precision each kind's
+kernels computed in. ``rexnet-deploy profile``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import onnx
 
 from ..artifacts import atomic_dir
+from ..backends import backend_for, open_runner
 from ..errors import UserError, require_file
 from ..report import markdown_table
 
@@ -34,6 +37,18 @@ KIND_OF_OP = {
     "QLinearAdd": "pad + add (partial residual)",
     "Transpose": "layout changes", "ReorderInput": "layout changes", "ReorderOutput": "layout changes",
 }
+#: OpenVINO CPU plugin layer types (after fusing); its Convolution is 1×1 or the stem by its weight shape
+KIND_OF_OPENVINO_LAYER = {
+    "GroupConvolution": "depthwise conv", "FullyConnected": "classifier", "MatMul": "classifier",
+    "ReduceMean": "pooling (SE, head)", "Reduce": "pooling (SE, head)", "Pooling": "pooling (SE, head)",
+    "Pad": "pad + add (partial residual)", "Concat": "pad + add (partial residual)",
+    "FakeQuantize": "quantize / dequantize", "Convert": "quantize / dequantize",
+    "Reorder": "layout changes", "Transpose": "layout changes", "Reshape": "layout changes",
+    "Subgraph": "activations (SiLU, sigmoid, ReLU6)", "Eltwise": "activations (SiLU, sigmoid, ReLU6)",
+}
+#: what an OpenVINO kernel name ends with → the precision it computes in
+KERNEL_PRECISION = {"i8": "int8", "u8": "int8", "bf16": "bf16", "f16": "fp16", "fp16": "fp16", "f32": "fp32",
+                    "fp32": "fp32"}
 KINDS = ("depthwise conv", "1×1 conv", "k×k conv (stem)", "activations (SiLU, sigmoid, ReLU6)",
          "pooling (SE, head)", "pad + add (partial residual)", "quantize / dequantize", "layout changes",
          "classifier", "other")
@@ -142,7 +157,60 @@ def profile_onnx(path: str | Path, batch: int = 64, threads: int = 2, runs: int 
              "MMACs / image": round(macs[k] / 1e6, 2) if k in macs else None,
              "MACs %": round(100 * macs[k] / total_macs, 1) if k in macs else None}
             for k in KINDS if ms.get(k) or macs.get(k)]
-    return {"model": str(path), "batch": batch, "threads": threads, "runs": runs,
+    return {"model": str(path), "runtime": backend_for(path).name, "batch": batch, "threads": threads, "runs": runs,
+            "kernel_ms_per_batch": round(total_ms, 3), "macs_per_image": total_macs, "rows": rows}
+
+
+def _openvino_kind(layer: dict[str, Any]) -> str:
+    if layer["layer_type"] == "Convolution":
+        kernel = layer.get("weight_shape", [0, 0, 1, 1])[2:]
+        return "1×1 conv" if all(k == 1 for k in kernel) else "k×k conv (stem)"
+    if layer["layer_type"] == "Eltwise" and layer["name"].endswith("Add"):
+        return "pad + add (partial residual)"
+    return KIND_OF_OPENVINO_LAYER.get(layer["layer_type"], "other")
+
+
+def _kernel_precision(kernel: str) -> str:
+    return KERNEL_PRECISION.get(kernel.rsplit("_", 1)[-1].lower(), "other")
+
+
+def profile_file(path: str | Path, batch: int = 64, threads: int = 2, runs: int = 20,
+                 mode: str | None = None) -> dict[str, Any]:
+    """``profile_onnx`` for an ONNX file (``mode`` must be None), ``profile_engine`` for an engine file."""
+    if backend_for(path).role == "onnx":
+        if mode:
+            raise UserError(f"--mode {mode} is an engine runner's mode: {path} is profiled in ONNX Runtime as it is")
+        return profile_onnx(path, batch, threads, runs)
+    return profile_engine(path, batch, threads, runs, mode=mode)
+
+
+def profile_engine(path: str | Path, batch: int = 64, threads: int = 2, runs: int = 20, warmup: int = 5,
+                   mode: str | None = None) -> dict[str, Any]:
+    """Layer time by kind for an engine file whose runner has a per-layer profiler (OpenVINO IR), in ``mode``.
+
+    Beside each kind's time and MAC share: the precisions its kernels computed in, by share of its time.
+    MACs count the layers that kept their model name through fusing (OpenVINO keeps the convolution's).
+    """
+    with open_runner(path, threads=threads, **({"mode": mode} if mode else {})) as runner:
+        layers = runner.profile_layers(batch, runs, warmup)
+        described = runner.describe()
+    ms: dict[str, float] = defaultdict(float)
+    ms_in: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    macs: dict[str, int] = defaultdict(int)
+    for layer in layers:
+        kind = _openvino_kind(layer)
+        ms[kind] += layer["ms"]
+        ms_in[kind][_kernel_precision(layer["kernel"])] += layer["ms"]
+        macs[kind] += layer.get("macs_per_image", 0)
+    total_ms, total_macs = sum(ms.values()), sum(macs.values())
+    rows = [{"layer kind": k, "ms / batch": round(ms[k], 3), "time %": round(100 * ms[k] / total_ms, 1),
+             "MMACs / image": round(macs[k] / 1e6, 2) if macs.get(k) else None,
+             "MACs %": round(100 * macs[k] / total_macs, 1) if macs.get(k) else None,
+             "kernels in": ", ".join(f"{p} {100 * t / ms[k]:.0f} %" for p, t in
+                                     sorted(ms_in[k].items(), key=lambda item: -item[1]))}
+            for k in KINDS if ms.get(k)]
+    return {"model": str(path), "runtime": described["backend"], "mode": mode, "batch": batch, "threads": threads,
+            "runs": runs, "inference_precision": described.get("inference_precision"),
             "kernel_ms_per_batch": round(total_ms, 3), "macs_per_image": total_macs, "rows": rows}
 
 
@@ -157,9 +225,10 @@ def write_profiles(profiles: list[dict[str, Any]], out_dir: str | Path, command:
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         (tmp / "profile.json").write_text(json.dumps({"command": command, "profiles": profiles}, indent=2) + "\n")
-        md = [f"# Where the time goes (ONNX Runtime CPU profiler)\n\n`{command}`\n"]
+        md = [f"# Where the time goes (per-layer profiles)\n\n`{command}`\n"]
         for p in profiles:
-            md.append(f"## `{p['model']}`\n\nbatch {p['batch']}, {p['threads']} threads, mean of "
+            runtime = p["runtime"] + (f", mode {p['mode']}" if p.get("mode") else "")
+            md.append(f"## `{p['model']}` ({runtime})\n\nbatch {p['batch']}, {p['threads']} threads, mean of "
                       f"{p['runs']} runs: {p['kernel_ms_per_batch']:.2f} ms of kernel time per batch, "
                       f"{p['macs_per_image'] / 1e6:.2f} MMACs per image.\n")
             md.append(markdown_table(p["rows"]))
