@@ -299,12 +299,12 @@ def _weight_layers(model: Any) -> dict[str, dict[str, Any]]:
         if not weight.is_static or not all(d.is_static for d in list(out)[1:]):
             continue
         weight = [int(d.get_length()) for d in weight]
-        per_output = math.prod(weight[2:] if kind == "GroupConvolution" else weight[1:])
         if kind == "MatMul":  # the classifier: one multiply-add per weight
-            per_output, outputs = 1, math.prod(weight)
-        else:
-            outputs = math.prod(int(d.get_length()) for d in list(out)[1:])
-        layers[op.get_friendly_name()] = {"weight_shape": weight, "macs_per_image": outputs * per_output}
+            macs = math.prod(weight)
+        else:  # each output element: one multiply-add per weight of its filter (a group's, for GroupConvolution)
+            per_output = math.prod(weight[2:] if kind == "GroupConvolution" else weight[1:])
+            macs = math.prod(int(d.get_length()) for d in list(out)[1:]) * per_output
+        layers[op.get_friendly_name()] = {"weight_shape": weight, "macs_per_image": macs}
     return layers
 
 
@@ -521,10 +521,10 @@ class OpenVinoRunner(Runner):
         shape = [int(batch), *(int(d.get_length()) for d in list(dims)[1:])]
         compiled = self._compile(shape, {**self._config("LATENCY", cache=False), "PERF_COUNT": True})
         request = compiled.create_infer_request()
-        batch = np.random.default_rng(0).standard_normal(shape).astype(np.float32)  # timing does not read values
+        inputs = np.random.default_rng(0).standard_normal(shape).astype(np.float32)  # timing does not read values
         records: dict[str, dict[str, Any]] = {}
         for step in range(warmup + runs):
-            request.infer({0: batch})
+            request.infer({0: inputs})
             if step < warmup:
                 continue
             for layer in request.profiling_info:

@@ -151,14 +151,28 @@ def profile_onnx(path: str | Path, batch: int = 64, threads: int = 2, runs: int 
     for name, durations in per_node.items():
         ms[kind_of_node.get(name, "other")] += sum(durations[-runs:]) / runs
     macs = macs_by_kind(model)
-    total_ms, total_macs = sum(ms.values()), sum(macs.values())
-    rows = [{"layer kind": k, "ms / batch": round(ms.get(k, 0.0), 3),
-             "time %": round(100 * ms.get(k, 0.0) / total_ms, 1),
-             "MMACs / image": round(macs[k] / 1e6, 2) if k in macs else None,
-             "MACs %": round(100 * macs[k] / total_macs, 1) if k in macs else None}
-            for k in KINDS if ms.get(k) or macs.get(k)]
     return {"model": str(path), "runtime": backend_for(path).name, "batch": batch, "threads": threads, "runs": runs,
-            "kernel_ms_per_batch": round(total_ms, 3), "macs_per_image": total_macs, "rows": rows}
+            "kernel_ms_per_batch": round(sum(ms.values()), 3), "macs_per_image": sum(macs.values()),
+            "rows": _kind_rows(ms, macs)}
+
+
+def _kind_rows(ms: dict[str, float], macs: dict[str, int],
+               ms_by_precision: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """One row per layer kind with time or MACs: its time and MAC shares, and (given) its kernels' precisions."""
+    total_ms, total_macs = sum(ms.values()), sum(macs.values())
+    rows = []
+    for k in KINDS:
+        if not (ms.get(k) or macs.get(k)):
+            continue
+        row = {"layer kind": k, "ms / batch": round(ms.get(k, 0.0), 3),
+               "time %": round(100 * ms.get(k, 0.0) / total_ms, 1),
+               "MMACs / image": round(macs[k] / 1e6, 2) if k in macs else None,
+               "MACs %": round(100 * macs[k] / total_macs, 1) if k in macs else None}
+        if ms_by_precision is not None:
+            row["kernels in"] = ", ".join(f"{p} {100 * t / ms[k]:.0f} %" for p, t in
+                                          sorted(ms_by_precision[k].items(), key=lambda item: -item[1]))
+        rows.append(row)
+    return rows
 
 
 def _openvino_kind(layer: dict[str, Any]) -> str:
@@ -201,17 +215,12 @@ def profile_engine(path: str | Path, batch: int = 64, threads: int = 2, runs: in
         kind = _openvino_kind(layer)
         ms[kind] += layer["ms"]
         ms_in[kind][_kernel_precision(layer["kernel"])] += layer["ms"]
-        macs[kind] += layer.get("macs_per_image", 0)
-    total_ms, total_macs = sum(ms.values()), sum(macs.values())
-    rows = [{"layer kind": k, "ms / batch": round(ms[k], 3), "time %": round(100 * ms[k] / total_ms, 1),
-             "MMACs / image": round(macs[k] / 1e6, 2) if macs.get(k) else None,
-             "MACs %": round(100 * macs[k] / total_macs, 1) if macs.get(k) else None,
-             "kernels in": ", ".join(f"{p} {100 * t / ms[k]:.0f} %" for p, t in
-                                     sorted(ms_in[k].items(), key=lambda item: -item[1]))}
-            for k in KINDS if ms.get(k)]
+        if "macs_per_image" in layer:
+            macs[kind] += layer["macs_per_image"]
     return {"model": str(path), "runtime": described["backend"], "mode": mode, "batch": batch, "threads": threads,
             "runs": runs, "inference_precision": described.get("inference_precision"),
-            "kernel_ms_per_batch": round(total_ms, 3), "macs_per_image": total_macs, "rows": rows}
+            "kernel_ms_per_batch": round(sum(ms.values()), 3), "macs_per_image": sum(macs.values()),
+            "rows": _kind_rows(ms, macs, ms_in)}
 
 
 def write_profiles(profiles: list[dict[str, Any]], out_dir: str | Path, command: str) -> Path:
