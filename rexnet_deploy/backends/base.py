@@ -34,6 +34,10 @@ from ..errors import UserError
 ROLES = ("checkpoint", "onnx", "engine")
 #: what an engine is built from: an ONNX file of the bundle, or the torch model (checkpoint) the bundle exports
 BUILD_SOURCES = ("onnx", "checkpoint")
+#: the kinds of layer a per-layer profile sums time and MACs by, whatever the runtime calls its layers
+LAYER_KINDS = ("depthwise conv", "1×1 conv", "k×k conv (stem)", "activations (SiLU, sigmoid, ReLU6)",
+               "pooling (SE, head)", "pad + add (partial residual)", "quantize / dequantize", "layout changes",
+               "classifier", "other")
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,9 @@ class Runner(abc.ABC):
     def profile_layers(self, batch: int, runs: int, warmup: int = 5) -> list[dict[str, Any]]:
         """Time of each layer the runtime runs, at one ``batch`` size: runners with a per-layer profiler override it.
 
-        Each record: ``name``, ``layer_type`` and ``kernel`` (the runtime's words), ``ms`` (mean of ``runs``).
+        Each record: ``name``, ``layer_type`` and ``kernel`` (the runtime's words), ``kind`` (one of
+        ``LAYER_KINDS``), ``precision`` (what the kernel computed in: fp32, bf16, fp16, int8 or other) and
+        ``ms`` (mean of ``runs``); optionally ``macs_per_image``.
         """
         raise UserError(f"{self.backend} has no per-layer profiler in rexnet-deploy: profile the ONNX file instead")
 

@@ -288,6 +288,29 @@ def open_runner(path: Path, device: str = "cpu", threads: int | None = None, *, 
     return OpenVinoRunner(path, threads=threads, mode=mode, streams=streams)
 
 
+#: CPU plugin layer types (after fusing) → profile layer kind; a Convolution is 1×1 or the stem by its weights
+KIND_OF_LAYER = {
+    "GroupConvolution": "depthwise conv", "FullyConnected": "classifier", "MatMul": "classifier",
+    "ReduceMean": "pooling (SE, head)", "Reduce": "pooling (SE, head)", "Pooling": "pooling (SE, head)",
+    "Pad": "pad + add (partial residual)", "Concat": "pad + add (partial residual)",
+    "FakeQuantize": "quantize / dequantize", "Convert": "quantize / dequantize",
+    "Reorder": "layout changes", "Transpose": "layout changes", "Reshape": "layout changes",
+    "Subgraph": "activations (SiLU, sigmoid, ReLU6)", "Eltwise": "activations (SiLU, sigmoid, ReLU6)",
+}
+#: what a CPU plugin kernel name ends with (``brgconv_avx512_dw_bf16``) → the precision it computes in
+KERNEL_PRECISION = {"i8": "int8", "u8": "int8", "bf16": "bf16", "f16": "fp16", "fp16": "fp16", "f32": "fp32",
+                    "fp32": "fp32"}
+
+
+def _layer_kind(layer: dict[str, Any]) -> str:
+    if layer["layer_type"] == "Convolution":
+        kernel = layer.get("weight_shape", [0, 0, 1, 1])[2:]
+        return "1×1 conv" if all(k == 1 for k in kernel) else "k×k conv (stem)"
+    if layer["layer_type"] == "Eltwise" and layer["name"].endswith("Add"):
+        return "pad + add (partial residual)"
+    return KIND_OF_LAYER.get(layer["layer_type"], "other")
+
+
 def _weight_layers(model: Any) -> dict[str, dict[str, Any]]:
     """Weight shape and MACs per image of each Convolution, GroupConvolution and MatMul of a read model."""
     layers: dict[str, dict[str, Any]] = {}
@@ -512,7 +535,8 @@ class OpenVinoRunner(Runner):
 
         One request, the latency hint, every thread: the layers are those the CPU plugin runs after fusing,
         each with its kernel (``brgconv_avx512_dw_bf16``: the kernel names the precision it computes in).
-        Convolutions and MatMuls also carry their weight shape and MACs per image, from the read model.
+        Convolutions and MatMuls also carry their weight shape and MACs per image, from the read model; each
+        layer its kind (``KIND_OF_LAYER``) and the precision its kernel's name says.
         """
         ov = _openvino()
         dims = self.model.inputs[0].get_partial_shape()
@@ -534,7 +558,10 @@ class OpenVinoRunner(Runner):
                                                               "kernel": layer.exec_type, "ms": 0.0})
                 record["ms"] += layer.real_time.total_seconds() * 1e3 / runs
         weights = _weight_layers(self.model)
-        return [{**r, **weights.get(r["name"], {})} for r in records.values()]
+        layers = [{**r, **weights.get(r["name"], {})} for r in records.values()]
+        return [{**layer, "kind": _layer_kind(layer),
+                 "precision": KERNEL_PRECISION.get(layer["kernel"].rsplit("_", 1)[-1].lower(), "other")}
+                for layer in layers]
 
     def close(self) -> None:
         self._compiled.clear()

@@ -23,6 +23,7 @@ import onnx
 
 from ..artifacts import atomic_dir
 from ..backends import backend_for, open_runner
+from ..backends.base import LAYER_KINDS
 from ..errors import UserError, require_file
 from ..report import markdown_table
 
@@ -37,21 +38,6 @@ KIND_OF_OP = {
     "QLinearAdd": "pad + add (partial residual)",
     "Transpose": "layout changes", "ReorderInput": "layout changes", "ReorderOutput": "layout changes",
 }
-#: OpenVINO CPU plugin layer types (after fusing); its Convolution is 1×1 or the stem by its weight shape
-KIND_OF_OPENVINO_LAYER = {
-    "GroupConvolution": "depthwise conv", "FullyConnected": "classifier", "MatMul": "classifier",
-    "ReduceMean": "pooling (SE, head)", "Reduce": "pooling (SE, head)", "Pooling": "pooling (SE, head)",
-    "Pad": "pad + add (partial residual)", "Concat": "pad + add (partial residual)",
-    "FakeQuantize": "quantize / dequantize", "Convert": "quantize / dequantize",
-    "Reorder": "layout changes", "Transpose": "layout changes", "Reshape": "layout changes",
-    "Subgraph": "activations (SiLU, sigmoid, ReLU6)", "Eltwise": "activations (SiLU, sigmoid, ReLU6)",
-}
-#: what an OpenVINO kernel name ends with → the precision it computes in
-KERNEL_PRECISION = {"i8": "int8", "u8": "int8", "bf16": "bf16", "f16": "fp16", "fp16": "fp16", "f32": "fp32",
-                    "fp32": "fp32"}
-KINDS = ("depthwise conv", "1×1 conv", "k×k conv (stem)", "activations (SiLU, sigmoid, ReLU6)",
-         "pooling (SE, head)", "pad + add (partial residual)", "quantize / dequantize", "layout changes",
-         "classifier", "other")
 
 
 def _attr(node, name: str, default: Any = None) -> Any:
@@ -161,7 +147,7 @@ def _kind_rows(ms: dict[str, float], macs: dict[str, int],
     """One row per layer kind with time or MACs: its time and MAC shares, and (given) its kernels' precisions."""
     total_ms, total_macs = sum(ms.values()), sum(macs.values())
     rows = []
-    for k in KINDS:
+    for k in LAYER_KINDS:
         if not (ms.get(k) or macs.get(k)):
             continue
         row = {"layer kind": k, "ms / batch": round(ms.get(k, 0.0), 3),
@@ -173,19 +159,6 @@ def _kind_rows(ms: dict[str, float], macs: dict[str, int],
                                           sorted(ms_by_precision[k].items(), key=lambda item: -item[1]))
         rows.append(row)
     return rows
-
-
-def _openvino_kind(layer: dict[str, Any]) -> str:
-    if layer["layer_type"] == "Convolution":
-        kernel = layer.get("weight_shape", [0, 0, 1, 1])[2:]
-        return "1×1 conv" if all(k == 1 for k in kernel) else "k×k conv (stem)"
-    if layer["layer_type"] == "Eltwise" and layer["name"].endswith("Add"):
-        return "pad + add (partial residual)"
-    return KIND_OF_OPENVINO_LAYER.get(layer["layer_type"], "other")
-
-
-def _kernel_precision(kernel: str) -> str:
-    return KERNEL_PRECISION.get(kernel.rsplit("_", 1)[-1].lower(), "other")
 
 
 def profile_file(path: str | Path, batch: int = 64, threads: int = 2, runs: int = 20,
@@ -212,9 +185,9 @@ def profile_engine(path: str | Path, batch: int = 64, threads: int = 2, runs: in
     ms_in: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     macs: dict[str, int] = defaultdict(int)
     for layer in layers:
-        kind = _openvino_kind(layer)
+        kind = layer["kind"]
         ms[kind] += layer["ms"]
-        ms_in[kind][_kernel_precision(layer["kernel"])] += layer["ms"]
+        ms_in[kind][layer["precision"]] += layer["ms"]
         if "macs_per_image" in layer:
             macs[kind] += layer["macs_per_image"]
     return {"model": str(path), "runtime": described["backend"], "mode": mode, "batch": batch, "threads": threads,
@@ -244,7 +217,7 @@ def write_profiles(profiles: list[dict[str, Any]], out_dir: str | Path, command:
         md.append("![time and MAC share per layer kind](profile.png)\n")
         (tmp / "profile.md").write_text("\n".join(md))
         fig, ax = plt.subplots(figsize=(12, 1.5 + 0.9 * len(profiles)))
-        colors = dict(zip(KINDS, plt.get_cmap("tab10").colors))
+        colors = dict(zip(LAYER_KINDS, plt.get_cmap("tab10").colors))
         labels = []
         for i, p in enumerate(profiles):
             for j, (share_key, label) in enumerate((("time %", "time"), ("MACs %", "MACs"))):
@@ -258,7 +231,7 @@ def write_profiles(profiles: list[dict[str, Any]], out_dir: str | Path, command:
         ax.set_yticks([y for y, _ in labels], [t for _, t in labels], fontsize=8)
         ax.set_xlabel("share (%)")
         ax.invert_yaxis()
-        present = [k for k in KINDS if any(r["layer kind"] == k for p in profiles for r in p["rows"])]
+        present = [k for k in LAYER_KINDS if any(r["layer kind"] == k for p in profiles for r in p["rows"])]
         ax.legend(handles=[Patch(color=colors[k], label=k) for k in present], fontsize=7, loc="upper center",
                   bbox_to_anchor=(0.5, -0.25), ncol=4)
         fig.tight_layout()
