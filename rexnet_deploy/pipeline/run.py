@@ -19,6 +19,7 @@ from ..errors import CheckFailed, UserError
 from ..stages import Stage
 
 if TYPE_CHECKING:
+    from ..data import DataSplit
     from ..train import Recipe
 
 
@@ -69,15 +70,17 @@ def pipeline_recipe(cfg: PipelineConfig) -> Recipe:
     return load_recipe(cfg.recipe, {**cfg.train_overrides, **{k: v for k, v in given.items() if v is not None}})
 
 
-def train_stage(cfg: PipelineConfig, recipe: Recipe, log: Callable[[str], None] = print) -> Path:
+def train_stage(cfg: PipelineConfig, recipe: Recipe, log: Callable[[str], None] = print,
+                data: tuple[DataSplit, DataSplit] | None = None) -> Path:
     """The pipeline's training step: ``fit`` with the recipe in ``cfg.out/train``; its best checkpoint.
 
     A finished run of this recipe is reused, a killed one resumes from ``last.pt``, another recipe's
     run is replaced. The weights start as ``rexnet-deploy train`` with the same recipe starts them.
+    ``data``: the recipe's (train, val) splits, already loaded (``load_datasets``); None loads them.
     """
     from ..train import TrainRequest, fit_stage
 
-    best, _ = fit_stage(TrainRequest(recipe, cfg.out / "train", data_dir=cfg.data_dir), log=log)
+    best, _ = fit_stage(TrainRequest(recipe, cfg.out / "train", data=data, data_dir=cfg.data_dir), log=log)
     return best
 
 
@@ -88,18 +91,18 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
     """
     from ..bench import check_results, run_bench, terminal_table, write_junit
     from ..bundle import BundleRequest, export_bundle, read_bundle
-    from ..data import load_split, recipe_spec
+    from ..data import load_datasets, recipe_spec
     from ..prune import FinetuneSpec, PruneRequest, prune_checkpoint
     from ..quant import build_calibration_set
 
     # bad names and bad data fail here, before anything is written
     recipe = pipeline_recipe(cfg)
     spec = recipe_spec(recipe, cfg.data_dir)
-    train_images = len(load_split(spec, "train"))
-    load_split(spec, "val")
+    data = load_datasets(recipe, cfg.data_dir)
+    train_images = len(data[0])
     baseline = _baseline(cfg, spec.name)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    source = train_stage(cfg, recipe, log)
+    source = train_stage(cfg, recipe, log, data)
 
     prune_settings = {"width": cfg.prune_width, "macs": cfg.prune_macs, "importance": cfg.importance,
                       "epochs": cfg.finetune_epochs, "overrides": cfg.finetune_overrides, "kd_weight": cfg.kd_weight}

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..artifacts import atomic_path, ensure_writable_dir, write_manifest
 from ..data import ImageDataset, data_record
-from ..data.imagefolder import FolderDataset
+from ..data.imagefolder import FolderDataset, worker_errors
 from ..errors import UserError, require_file
 from ..models import save_model_checkpoint
 from ..models.checkpoint import load_state_dict_checked, read_checkpoint
@@ -242,14 +242,6 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 
 
 # ---------------------------------------------------------------- data
-def worker_errors(loader: DataLoader):
-    """Iterate ``loader``; a UserError from a worker (a broken image) comes out as its own one line."""
-    try:
-        yield from loader
-    except UserError as exc:  # the DataLoader re-raises it with the worker's traceback in the message
-        raise UserError(str(exc).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
-
-
 class TrainData:
     """Batches for one rank: the in-memory fast path, or a DataLoader over an ImageFolder split."""
 
