@@ -14,12 +14,5 @@ pipeline-quick: setup
 lint: setup
 	.venv/bin/ruff check rexnet_deploy tests scripts
 
-# one pytest process per test file: in one process for the whole suite, native memory corruption from one of
-# the runtimes loaded side by side (torch, ONNX Runtime, OpenVINO/NNCF) crashed the run with SIGSEGV at a
-# different place each time, two files later (README, "Tests")
 test: setup lint
-	@failed=""; shared=$$(mktemp -d); export REXNET_DEPLOY_TEST_SHARED=$$shared; \
-	for f in tests/test_*.py; do \
-	    echo "== $$f"; .venv/bin/python -m pytest -q -p no:cacheprovider "$$f" || failed="$$failed $$f"; \
-	done; rm -rf "$$shared"; \
-	if [ -n "$$failed" ]; then echo "make test: failed:$$failed"; exit 1; fi
+	.venv/bin/python -m pytest -q -p no:cacheprovider

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rexnet_deploy.data.datasets import FASHION_MNIST_DIR
+from rexnet_deploy.data.datasets import FASHION_MNIST_DIR, FASHION_MNIST_MEAN, FASHION_MNIST_STD, Preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
+FMNIST_PRE = Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
 
 torch.set_num_threads(2)
 
@@ -37,6 +38,28 @@ def fmnist_available() -> bool:
     return True
 
 
+@pytest.fixture(scope="session")
+def random_rexnet(tmp_path_factory) -> dict:
+    """A ReXNet w=0.25 for 10 classes at 32×32 with random weights (BN randomised), as checkpoint, FP32 ONNX and,
+    where OpenVINO is installed, its IR (``xml``, else None); each file with its manifest."""
+    from rexnet_deploy.artifacts import write_manifest
+    from rexnet_deploy.backends import get_backend
+    from rexnet_deploy.bundle import build_engine
+    from rexnet_deploy.export import export_onnx
+    from rexnet_deploy.models import create_model, save_model_checkpoint
+
+    root = tmp_path_factory.mktemp("random-rexnet")
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("rexnet", width=0.25, num_classes=10))
+    ckpt = save_model_checkpoint(model, root / "tiny.pt", dataset="fashion_mnist", preprocess=FMNIST_PRE.to_dict())
+    onnx_path = export_onnx(model, root / "tiny.fp32.onnx", (3, 32, 32))
+    write_manifest(onnx_path, {"precision": "fp32", "preprocess": FMNIST_PRE.to_dict()})
+    xml = None
+    if get_backend("openvino").unavailable_reason() is None:  # a bare GPU machine may lack OpenVINO
+        xml = build_engine(onnx_path, root / "tiny.fp32.openvino.xml", "openvino")
+    return {"root": root, "model": model, "ckpt": ckpt, "onnx": onnx_path, "xml": xml}
+
+
 def run_cli(*args: str, timeout: int = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``rexnet-deploy`` as a user would, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "rexnet_deploy", *args], capture_output=True, text=True,
@@ -57,9 +80,6 @@ def fmnist_trained(tmp_path_factory, fmnist_available) -> Path:
 
     recipe = load_recipe("fmnist-cpu", {"epochs": 2, "train_subset": FMNIST_TRAINED_SUBSET})
     data = (load_dataset("fashion_mnist", "train"), load_dataset("fashion_mnist", "test").subset(FMNIST_TRAINED_VAL))
-    # `make test` runs each file in its own process and names one folder for all of them in
-    # REXNET_DEPLOY_TEST_SHARED: the first trains there, the others reuse the finished stage
-    shared = os.environ.get("REXNET_DEPLOY_TEST_SHARED")
-    out = Path(shared) / "fmnist_trained" if shared else tmp_path_factory.mktemp("fmnist_trained")
+    out = tmp_path_factory.mktemp("fmnist_trained")
     best, _ = fit_stage(TrainRequest(recipe, out, data=data, progress=False), log=lambda _: None)
     return best

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, randomize_bn, run_cli
+from conftest import ROOT, run_cli
 
-from rexnet_deploy.artifacts import read_manifest, write_manifest
-from rexnet_deploy.backends import get_backend
+from rexnet_deploy.artifacts import read_manifest
 from rexnet_deploy.bench import (
     SCHEMA_PATH,
     Timing,
@@ -28,14 +27,11 @@ from rexnet_deploy.bench import (
     write_junit,
 )
 from rexnet_deploy.bench.timing import measure_steps
-from rexnet_deploy.bundle import build_engine
 from rexnet_deploy.cli import main
-from rexnet_deploy.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD, Preprocess
+from rexnet_deploy.data.datasets import Preprocess
 from rexnet_deploy.errors import UserError
-from rexnet_deploy.export import export_onnx
-from rexnet_deploy.models import create_model, load_model, save_model_checkpoint
+from rexnet_deploy.models import load_model, save_model_checkpoint
 
-FMNIST_PRE = Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
 # one thread: OpenMP with 2 threads on 2 cores that other work also uses slows torch down ~100× (measured)
 QUICK = ["--eval-images", "64", "--batches", "1,4", "--threads", "1", "--warmup-steps", "1", "--warmup-seconds", "0",
          "--steps", "6", "--min-steps", "3", "--max-seconds", "1"]
@@ -60,19 +56,12 @@ def test_measure_steps_warms_up_then_times_the_asked_number_of_steps():
 # ---- a tiny real model: checkpoint + ONNX ---------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    """A small ImageNet-layout ReXNet for 10 classes with random weights, as checkpoint and ONNX (+ manifests)."""
-    root = tmp_path_factory.mktemp("bench-tiny")
-    torch.manual_seed(0)
-    model = randomize_bn(create_model("rexnet", width=0.25, num_classes=10))
-    ckpt = save_model_checkpoint(model, root / "tiny.pt", dataset="fashion_mnist", preprocess=FMNIST_PRE.to_dict())
-    onnx_path = export_onnx(model, root / "tiny.onnx", (3, 32, 32))
-    write_manifest(onnx_path, {"precision": "fp32", "preprocess": FMNIST_PRE.to_dict()})
-    if get_backend("openvino").unavailable_reason() is None:  # a bare GPU machine may lack OpenVINO
-        build_engine(onnx_path, root / "tiny.openvino.xml", "openvino")
+def tiny(random_rexnet) -> dict:
+    """conftest's random ReXNet, plus a checkpoint of it that declares other preprocessing."""
     other = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    wrong = save_model_checkpoint(model, root / "tiny-other-pre.pt", preprocess=other.to_dict())
-    return {"ckpt": ckpt, "onnx": onnx_path, "wrong_pre": wrong, "root": root}
+    wrong = save_model_checkpoint(random_rexnet["model"], random_rexnet["root"] / "tiny-other-pre.pt",
+                                  preprocess=other.to_dict())
+    return {**random_rexnet, "wrong_pre": wrong}
 
 @pytest.fixture(scope="session")
 def cli_run(tiny, fmnist_available, tmp_path_factory) -> tuple[object, Path, dict]:
@@ -237,7 +226,7 @@ def _write_suite(path: Path, tiny: dict, extra: list[dict]) -> Path:
              "timing": {"warmup_steps": 1, "warmup_seconds": 0, "steps": 3, "min_steps": 2, "max_seconds": 1},
              "vars": {"root": str(tiny["root"])},
              "models": [{"name": "tiny", "artifacts": [
-                 {"name": "ort-fp32", "onnx": "${root}/tiny.onnx"},
+                 {"name": "ort-fp32", "onnx": "${root}/tiny.fp32.onnx"},
                  {"name": "torch-fp32", "checkpoint": "${root}/tiny.pt"},
                  *extra]}]}
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
@@ -246,8 +235,8 @@ def _write_suite(path: Path, tiny: dict, extra: list[dict]) -> Path:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where TensorRT/CUDA cannot run")
 def test_unavailable_backends_give_skipped_rows_and_the_run_goes_on(tiny, fmnist_available, tmp_path):
     suite_path = _write_suite(tmp_path / "s.yaml", tiny, [
-        {"name": "openvino-fp32", "engine": "${root}/tiny.openvino.xml"},
-        {"name": "ort-tensorrt", "onnx": "${root}/tiny.onnx", "device": "tensorrt"},
+        {"name": "openvino-fp32", "engine": "${root}/tiny.fp32.openvino.xml"},
+        {"name": "ort-tensorrt", "onnx": "${root}/tiny.fp32.onnx", "device": "tensorrt"},
         {"name": "torch-cuda", "checkpoint": "${root}/tiny.pt", "device": "cuda"},
         {"name": "trt-engine", "engine": "${root}/tiny.engine", "optional": True},
         {"name": "other-preprocess", "checkpoint": "${root}/tiny-other-pre.pt"},
@@ -333,7 +322,7 @@ def test_committed_suites_and_baselines_parse(tmp_path, monkeypatch):
 def test_gpu_rows_time_device_inputs_with_cuda_events(tiny, fmnist_available, tmp_path):
     suite_path = _write_suite(tmp_path / "g.yaml", tiny, [
         {"name": "torch-cuda", "checkpoint": "${root}/tiny.pt", "device": "cuda"},
-        {"name": "ort-cuda", "onnx": "${root}/tiny.onnx", "device": "cuda"},
+        {"name": "ort-cuda", "onnx": "${root}/tiny.fp32.onnx", "device": "cuda"},
     ])
     results = run_bench(load_suite(suite_path), progress=False)
     rows = {r["name"]: r for r in results["rows"]}
@@ -374,8 +363,8 @@ def test_openvino_profile_counts_the_same_macs_and_names_the_kernels_precision(t
     from rexnet_deploy.bench.profile import profile_file, profile_onnx
     from rexnet_deploy.hardware import has_native_bf16
 
-    xml = tiny["root"] / "tiny.openvino.xml"
-    if not xml.is_file():
+    xml = tiny["xml"]
+    if xml is None:
         pytest.skip("OpenVINO is not installed here")
     profile = profile_file(xml, batch=2, threads=1, runs=3)
     rows = {r["layer kind"]: r for r in profile["rows"]}

@@ -7,6 +7,7 @@ import http.server
 import io
 import os
 import pickle
+import signal
 import tarfile
 import threading
 from pathlib import Path
@@ -199,6 +200,20 @@ def test_small_image_folder_is_held_in_memory_and_evaluates_as_streamed(tmp_path
         assert torch.equal(held.images[i], timm_eval(_load_rgb(path)))
     assert torch.equal(held.inputs(range(8)), streamed.inputs(range(8)))
     assert torch.equal(torch.cat([x for x, _ in held.batches(3)]), torch.cat([x for x, _ in streamed.batches(3)]))
+
+
+def test_streamed_batches_put_the_sigchld_handler_back(tmp_path):
+    """torch's DataLoader installs a Python SIGCHLD handler for the rest of the process; with it in place, NNCF and
+    OpenVINO work later in the process died of heap corruption once a subprocess had exited (the suite's SIGSEGV).
+    The tool's loaders give SIGCHLD back the handler it had once their workers are done."""
+    from rexnet_deploy.data import dataset_spec, load_split
+
+    _image_tree(tmp_path)
+    before = signal.getsignal(signal.SIGCHLD)
+    streamed = load_split(dataset_spec("imagefolder", tmp_path, input_size=32, in_memory=False), "val")
+    assert streamed.workers > 0 and len(streamed) > 3  # more images than a batch: the loader starts workers
+    assert sum(len(labels) for _, labels in streamed.batches(3)) == len(streamed)
+    assert signal.getsignal(signal.SIGCHLD) == before
 
 
 def test_malformed_image_folder_is_one_line(tmp_path):

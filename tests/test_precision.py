@@ -35,33 +35,16 @@ from rexnet_deploy.bundle.auto import (
     pick_recommended,
 )
 from rexnet_deploy.data import Preprocess, load_dataset
-from rexnet_deploy.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from rexnet_deploy.errors import UserError
 from rexnet_deploy.export import export_onnx
 from rexnet_deploy.hardware import has_native_bf16
-from rexnet_deploy.models import create_model, load_model, save_model_checkpoint
+from rexnet_deploy.models import create_model, load_model
 
 NO_BF16 = "no native BF16 on this CPU"
 BF16_HERE = has_native_bf16()
-FMNIST_PRE = Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
 QUICK_TIMING = {"warmup_steps": 1, "warmup_seconds": 0, "steps": 3, "min_steps": 2, "max_seconds": 1}
 nncf_missing = ov_backend.nncf_unavailable_reason()
 needs_nncf = pytest.mark.skipif(nncf_missing is not None, reason=f"needs NNCF: {nncf_missing}")
-
-
-# ---- small random model, every file a row needs -------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory, fmnist_available) -> dict:
-    """A ReXNet w=0.25 at 32×32 (BN randomised): checkpoint, FP32 ONNX, its OpenVINO IR."""
-    tmp = tmp_path_factory.mktemp("precision-small")
-    torch.manual_seed(0)
-    model = randomize_bn(create_model("rexnet", width=0.25, num_classes=10))
-    ckpt = save_model_checkpoint(model, tmp / "small.pt", dataset="fashion_mnist", preprocess=FMNIST_PRE.to_dict())
-    onnx_path = export_onnx(model, tmp / "small.fp32.onnx", (3, 32, 32))
-    write_manifest(onnx_path, {"precision": "fp32", "preprocess": FMNIST_PRE.to_dict()})
-    xml = build_engine(onnx_path, tmp / "small.fp32.openvino.xml", "openvino")
-    return {"dir": tmp, "ckpt": ckpt, "onnx": onnx_path, "xml": xml, "model": model}
 
 
 def _suite(tmp_path, artifacts, **extra) -> dict:
@@ -78,16 +61,16 @@ def _run(tmp_path, suite: dict, out: str | None = None) -> dict:
 # ---- BF16: a one-line skip where the CPU has none, measured like every row where it has -----------------------
 
 @pytest.mark.skipif(BF16_HERE, reason="this CPU has native BF16: the rows run (test_bf16_rows_run_where_native)")
-def test_bf16_rows_skip_with_the_one_line_reason_here(small, tmp_path):
+def test_bf16_rows_skip_with_the_one_line_reason_here(random_rexnet, tmp_path):
     with pytest.raises(RuntimeUnavailable) as openvino_exc:
-        open_runner(small["xml"], threads=1, mode="bf16")
+        open_runner(random_rexnet["xml"], threads=1, mode="bf16")
     with pytest.raises(RuntimeUnavailable) as torch_exc:
-        open_runner(small["ckpt"], threads=1, mode="bf16")
+        open_runner(random_rexnet["ckpt"], threads=1, mode="bf16")
     assert str(openvino_exc.value) == str(torch_exc.value) == NO_BF16
     rows = {r["name"]: r for r in _run(tmp_path, _suite(tmp_path, [
-        {"name": "torch-fp32", "checkpoint": str(small["ckpt"])},
-        {"name": "torch-bf16", "checkpoint": str(small["ckpt"]), "mode": "bf16"},
-        {"name": "openvino-bf16", "engine": str(small["xml"]), "mode": "bf16"}]), "res")["rows"]}
+        {"name": "torch-fp32", "checkpoint": str(random_rexnet["ckpt"])},
+        {"name": "torch-bf16", "checkpoint": str(random_rexnet["ckpt"]), "mode": "bf16"},
+        {"name": "openvino-bf16", "engine": str(random_rexnet["xml"]), "mode": "bf16"}]), "res")["rows"]}
     for name in ("torch-bf16", "openvino-bf16"):
         assert rows[name]["status"] == "skipped" and rows[name]["reason"] == NO_BF16, rows[name]
         assert rows[name]["precision"] == "bf16" and rows[name]["speed"] == []  # the row says what was skipped
@@ -96,12 +79,12 @@ def test_bf16_rows_skip_with_the_one_line_reason_here(small, tmp_path):
 
 
 @pytest.mark.skipif(not BF16_HERE, reason=f"{NO_BF16}: see test_bf16_rows_skip_with_the_one_line_reason_here")
-def test_bf16_rows_run_where_native(small, tmp_path):
+def test_bf16_rows_run_where_native(random_rexnet, tmp_path):
     rows = {r["name"]: r for r in _run(tmp_path, _suite(tmp_path, [
-        {"name": "torch-fp32", "checkpoint": str(small["ckpt"])},
-        {"name": "torch-bf16", "checkpoint": str(small["ckpt"]), "mode": "bf16"},
-        {"name": "openvino-fp32", "engine": str(small["xml"])},
-        {"name": "openvino-bf16", "engine": str(small["xml"]), "mode": "bf16"}]))["rows"]}
+        {"name": "torch-fp32", "checkpoint": str(random_rexnet["ckpt"])},
+        {"name": "torch-bf16", "checkpoint": str(random_rexnet["ckpt"]), "mode": "bf16"},
+        {"name": "openvino-fp32", "engine": str(random_rexnet["xml"])},
+        {"name": "openvino-bf16", "engine": str(random_rexnet["xml"]), "mode": "bf16"}]))["rows"]}
     for name in ("torch-bf16", "openvino-bf16"):
         assert rows[name]["status"] == "ok" and rows[name]["precision"] == "bf16", rows[name]
         assert rows[name]["accuracy"]["num_images"] == 64
@@ -109,11 +92,12 @@ def test_bf16_rows_run_where_native(small, tmp_path):
     assert all(c["inference_precision"] == "f32" for c in rows["openvino-fp32"]["runner"]["compiled"].values())
 
 
-def test_torch_bf16_autocast_runs_and_is_reported_when_the_cpu_is_taken_to_have_it(small, monkeypatch):
+def test_torch_bf16_autocast_runs_and_is_reported_when_the_cpu_is_taken_to_have_it(random_rexnet, monkeypatch):
     """The bf16 path itself (autocast, float32 logits, the precision it reports), wherever this runs."""
     monkeypatch.setattr(torch_backend, "has_native_bf16", lambda: True)
     x = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
-    with open_runner(small["ckpt"], threads=1, mode="bf16") as bf16, open_runner(small["ckpt"], threads=1) as fp32:
+    ckpt = random_rexnet["ckpt"]
+    with open_runner(ckpt, threads=1, mode="bf16") as bf16, open_runner(ckpt, threads=1) as fp32:
         got, ref = bf16.infer(x), fp32.infer(x)
         assert bf16.precision == "bf16" and bf16.describe()["autocast"] == "bfloat16"
     assert got.dtype == np.float32 and got.shape == ref.shape
@@ -122,24 +106,24 @@ def test_torch_bf16_autocast_runs_and_is_reported_when_the_cpu_is_taken_to_have_
 
 
 @pytest.mark.skipif(BF16_HERE, reason="this CPU has native BF16")
-def test_openvino_refuses_to_call_f32_work_bf16(small, monkeypatch):
+def test_openvino_refuses_to_call_f32_work_bf16(random_rexnet, monkeypatch):
     """OpenVINO compiles f32 where it has no bf16 kernels; the runner says so instead of labelling it BF16."""
     monkeypatch.setattr(ov_backend, "has_native_bf16", lambda: True)
-    with open_runner(small["xml"], threads=1, mode="bf16") as runner:
+    with open_runner(random_rexnet["xml"], threads=1, mode="bf16") as runner:
         with pytest.raises(RuntimeUnavailable, match="OpenVINO compiled f32, not bf16"):
             runner.infer(np.zeros((1, 3, 32, 32), np.float32))
 
 
-def test_bf16_mode_takes_fp32_files_and_modes_are_checked(small, tmp_path):
+def test_bf16_mode_takes_fp32_files_and_modes_are_checked(random_rexnet, tmp_path):
     with pytest.raises(UserError, match="unknown OpenVINO mode 'fast'"):
-        open_runner(small["xml"], mode="fast")
+        open_runner(random_rexnet["xml"], mode="fast")
     with pytest.raises(UserError, match="unknown torch mode 'fast'"):
-        open_runner(small["ckpt"], mode="fast")
-    cases = [({"engine": str(small["xml"]), "mode": "fast"}, "has mode 'fast'; openvino runners take modes bf16, "
-              "defaults: fix or drop it"),
-             ({"onnx": str(small["onnx"]), "mode": "defaults"}, "has mode 'defaults'; onnxruntime runners take no "
-              "modes"),
-             ({"checkpoint": str(small["ckpt"]), "mode": "defaults"}, "torch runners take modes bf16:")]
+        open_runner(random_rexnet["ckpt"], mode="fast")
+    cases = [({"engine": str(random_rexnet["xml"]), "mode": "fast"},
+              "has mode 'fast'; openvino runners take modes bf16, defaults: fix or drop it"),
+             ({"onnx": str(random_rexnet["onnx"]), "mode": "defaults"},
+              "has mode 'defaults'; onnxruntime runners take no modes"),
+             ({"checkpoint": str(random_rexnet["ckpt"]), "mode": "defaults"}, "torch runners take modes bf16:")]
     for entry, message in cases:
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump(_suite(tmp_path, [entry])))
         with pytest.raises(UserError, match=message) as exc:
@@ -149,9 +133,9 @@ def test_bf16_mode_takes_fp32_files_and_modes_are_checked(small, tmp_path):
 
 # ---- static shapes, hints, streams: chosen per batch and recorded in the row ----------------------------------
 
-def test_openvino_compiles_per_batch_and_records_shape_hint_streams_and_precision(small, tmp_path):
+def test_openvino_compiles_per_batch_and_records_shape_hint_streams_and_precision(random_rexnet, tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
-    suite = _suite(tmp_path, [{"name": "openvino-fp32", "engine": str(small["xml"])}])
+    suite = _suite(tmp_path, [{"name": "openvino-fp32", "engine": str(random_rexnet["xml"])}])
     suite["threads"] = 2
     results = _run(tmp_path, suite, "res")
     jsonschema.validate(results, json.loads(SCHEMA_PATH.read_text()))
@@ -170,9 +154,9 @@ def test_openvino_compiles_per_batch_and_records_shape_hint_streams_and_precisio
     assert "64" in compiled  # evaluation's one batch of 64 images was compiled for too
 
 
-def test_static_per_batch_outputs_equal_the_dynamic_model(small):
+def test_static_per_batch_outputs_equal_the_dynamic_model(random_rexnet):
     x = np.random.default_rng(1).standard_normal((13, 3, 32, 32)).astype(np.float32)
-    with open_runner(small["xml"], threads=1) as runner, open_runner(small["onnx"]) as ort:
+    with open_runner(random_rexnet["xml"], threads=1) as runner, open_runner(random_rexnet["onnx"]) as ort:
         full, one, odd = runner.infer(x), runner.infer(x[:1]), runner.infer(x[:11])  # 11 pads its last slice
         reference = ort.infer(x)
         assert set(runner.describe()["compiled"]) == {"13", "1", "11"}
@@ -183,15 +167,15 @@ def test_static_per_batch_outputs_equal_the_dynamic_model(small):
 
 # ---- the peer rows: what a user gets without the tool ---------------------------------------------------------
 
-def test_openvino_defaults_on_the_ir_is_the_unchanged_onnx_in_openvino(small):
+def test_openvino_defaults_on_the_ir_is_the_unchanged_onnx_in_openvino(random_rexnet):
     """The ``openvino-default`` row runs the FP32 IR with nothing set but threads; that is the same compiled model
     as handing the ONNX itself to OpenVINO (the IR is the ONNX read by OpenVINO and saved unchanged)."""
     import openvino as ov
 
     x = np.random.default_rng(2).standard_normal((8, 3, 32, 32)).astype(np.float32)
     core = ov.Core()
-    direct = core.compile_model(str(small["onnx"]), "CPU", {"INFERENCE_NUM_THREADS": 1})
-    with open_runner(small["xml"], threads=1, mode="defaults") as runner:
+    direct = core.compile_model(str(random_rexnet["onnx"]), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    with open_runner(random_rexnet["xml"], threads=1, mode="defaults") as runner:
         np.testing.assert_array_equal(runner.infer(x), direct(x)[0])
         facts = runner.describe()["compiled"]["any"]
     assert facts["config"] == {"INFERENCE_NUM_THREADS": 1} and facts["input_shape"] == "[?,3,32,32]"
@@ -200,11 +184,11 @@ def test_openvino_defaults_on_the_ir_is_the_unchanged_onnx_in_openvino(small):
     assert facts["inference_precision"] == direct.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
 
-def test_peer_rows_run_beside_the_tools_rows_and_ratios_use_them(small, tmp_path):
+def test_peer_rows_run_beside_the_tools_rows_and_ratios_use_them(random_rexnet, tmp_path):
     rows = {r["name"]: r for r in _run(tmp_path, _suite(tmp_path, [
-        {"name": "openvino-default", "engine": str(small["xml"]), "mode": "defaults"},
-        {"name": "ort-default", "onnx": str(small["onnx"])},
-        {"name": "openvino-fp32", "engine": str(small["xml"])}], reference="openvino-default"))["rows"]}
+        {"name": "openvino-default", "engine": str(random_rexnet["xml"]), "mode": "defaults"},
+        {"name": "ort-default", "onnx": str(random_rexnet["onnx"])},
+        {"name": "openvino-fp32", "engine": str(random_rexnet["xml"])}], reference="openvino-default"))["rows"]}
     for row in rows.values():
         assert row["status"] == "ok", row["reason"]
         assert row["reference"] == "openvino-default" and len(row["speed"]) == 2
@@ -251,7 +235,7 @@ def test_the_speed_cpu_suite_is_package_data_and_names_every_precision_and_the_p
     assert groups["tiny-cifar-0.5-random"].eval_images == SPEED_ONLY_IMAGES
     # the pruned model's rows are measured against the unpruned source's FP32 ONNX in OpenVINO
     pruned = {a.name: a for a in groups["pipeline-pruned"].artifacts}
-    assert "pipeline-source" in str(pruned["openvino-default"].path) and pruned["openvino-default"].mode == "defaults"
+    assert "pipeline-fmnist-cpu-source" in str(pruned["openvino-default"].path) and pruned["openvino-default"].mode == "defaults"
     assert {"pruned-openvino-bf16", "pruned-openvino-int8", "pruned-ort-int8"} <= set(pruned)
     for group in suite.groups:
         assert group.reference_name() == "openvino-default"
@@ -418,10 +402,10 @@ def test_the_accuracy_budget_falls_back_to_nncf_accuracy_control(trained_int8, m
         assert runner.infer(validation[0][:4]).shape == (4, 10)
 
 
-def test_openvino_int8_build_refuses_bad_input_in_one_line(small):
+def test_openvino_int8_build_refuses_bad_input_in_one_line(random_rexnet):
     def refused(match, **options):
         with pytest.raises(UserError, match=match) as exc:
-            ov_backend.build(small["onnx"], small["dir"] / "x.xml", **options)
+            ov_backend.build(random_rexnet["onnx"], random_rexnet["root"] / "x.xml", **options)
         assert "\n" not in str(exc.value)
 
     refused("needs calibration images", precision="int8")
@@ -433,11 +417,11 @@ def test_openvino_int8_build_refuses_bad_input_in_one_line(small):
     refused("calibration/validation apply to an int8 build", calibration=np.zeros((4, 3, 32, 32), np.float32))
 
 
-def test_int8_build_without_nncf_is_a_skip_with_the_install_line(small, monkeypatch):
+def test_int8_build_without_nncf_is_a_skip_with_the_install_line(random_rexnet, monkeypatch):
     monkeypatch.setattr(ov_backend, "nncf_unavailable_reason",
                         lambda: "NNCF is not installed (No module named 'nncf'): pip install 'rexnet-deploy[openvino]'")
     with pytest.raises(RuntimeUnavailable, match=r"NNCF is not installed .*rexnet-deploy\[openvino\]"):
-        ov_backend.build(small["onnx"], small["dir"] / "x.xml", precision="int8",
+        ov_backend.build(random_rexnet["onnx"], random_rexnet["root"] / "x.xml", precision="int8",
                          calibration=np.zeros((4, 3, 32, 32), np.float32))
 
 
@@ -497,12 +481,12 @@ def test_auto_refuses_a_table_it_cannot_judge_in_one_line():
     assert "openvino-int8 ← recommended" in candidates_markdown(summary)
 
 
-def test_auto_measures_candidate_files_with_the_bench_machinery(small, fmnist_available):
+def test_auto_measures_candidate_files_with_the_bench_machinery(random_rexnet, fmnist_available):
     test = load_dataset("fashion_mnist", "test").subset(64)
-    files = [CandidateFile("ort-fp32", small["onnx"]),
-             CandidateFile("openvino-fp32", small["xml"]),
-             CandidateFile("openvino-bf16", small["xml"], mode="bf16"),
-             CandidateFile("missing", small["dir"] / "missing.onnx")]
+    files = [CandidateFile("ort-fp32", random_rexnet["onnx"]),
+             CandidateFile("openvino-fp32", random_rexnet["xml"]),
+             CandidateFile("openvino-bf16", random_rexnet["xml"], mode="bf16"),
+             CandidateFile("missing", random_rexnet["root"] / "missing.onnx")]
     rows = {r["name"]: r for r in measure_candidates(files, test, 8, threads=1, timing=Timing(**QUICK_TIMING))}
     for name in ("ort-fp32", "openvino-fp32"):
         assert rows[name]["status"] == "ok" and rows[name]["img_per_s"] > 0 and rows[name]["num_images"] == 64
@@ -576,7 +560,7 @@ def test_a_cpu_run_records_the_arithmetic_it_trained_in(tmp_path, fmnist_availab
     from rexnet_deploy.train import TrainRequest, fit, load_recipe
 
     recipe = load_recipe("fmnist-cpu", {"epochs": 1, "train_subset": 256, "val_subset": 128, "batch_size": 64,
-                                        "amp": True})  # the recipe itself trains in FP32 (its layers are small)
+                                        "amp": True})  # the recipe itself trains in FP32 (its layers are random_rexnet)
     data = (load("fashion_mnist", "train"), load("fashion_mnist", "test"))
     best = fit(TrainRequest(recipe, tmp_path / "run", data=data, progress=False)).best_checkpoint
     assert load_model(best)[1]["autocast"] == ("bfloat16" if BF16_HERE else None)

@@ -633,7 +633,8 @@ def bundle_markdown(bundle: dict[str, Any]) -> str:
     lines = [f"# {bundle['model_name']} width {bundle['width']:g}{untrained}", "",
              f"- checkpoint: {bundle['checkpoint'] or 'none'} (sha256 {bundle['source_checkpoint_sha256'] or '—'})",
              f"- parity inputs: {bundle['parity_inputs']}",
-             f"- accuracy: top-1 on the first {bundle['eval_images']} images of {bundle['dataset'] or '—'} test",
+             f"- accuracy: top-1 on the first {bundle['eval_images']} images of {bundle['dataset'] or '—'} test"
+             if bundle["eval_images"] else "- per-file accuracy: not measured (--eval-images 0)",
              "", markdown_table(summary_rows(bundle))]
     if bundle.get("precision_auto"):
         lines += ["", "## --precision auto", "", candidates_markdown(bundle["precision_auto"])]

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,11 +63,22 @@ def _load_rgb(path: str):
 
 
 def worker_errors(loader):
-    """Iterate ``loader``; a UserError from a worker (a broken image) comes out as its own one line."""
+    """Iterate ``loader``; a UserError from a worker (a broken image) comes out as its own one line.
+
+    When the iteration ends, SIGCHLD gets back the handler it had before: torch's DataLoader installs a
+    Python SIGCHLD handler for the rest of the process, and with one installed, OpenVINO/NNCF work later in
+    the same process died of native heap corruption once any child process (a subprocess) had exited.
+    """
+    before = signal.getsignal(signal.SIGCHLD)
     try:
         yield from loader
     except UserError as exc:  # the DataLoader re-raises it with the worker's traceback in the message
         raise UserError(str(exc).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
+    finally:
+        # torch sets its handler once per process and only from the main thread; without it, a dead worker is
+        # still found by the DataLoader's own status check
+        if loader.num_workers and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL if before is None else before)
 
 
 def eval_transform(preprocess: Preprocess, crop_pct: float, interpolation: str, normalise: bool = True):
