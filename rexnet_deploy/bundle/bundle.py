@@ -492,7 +492,9 @@ class _Writer:
         self.bar.update()
 
     def candidates(self) -> list[CandidateFile]:
-        """Every file of the bundle, plus each FP32 file again in every arithmetic mode its runner offers (bf16)."""
+        """Every file of the bundle, plus each FP32 file again in every mode its runner offers: one per arithmetic
+        (``openvino-bf16``) and the runtime's own defaults (``openvino-default``, the peer a user gets without
+        this tool), so the pick is never one the runtime's defaults beat in the same timing."""
         out = []
         for f in self.files:
             backend = get_backend(f["backend"])
@@ -500,8 +502,8 @@ class _Writer:
             out.append(CandidateFile(name, path, role=backend.role))
             if f["precision"] == "fp32":
                 for mode, precision in backend.runner_modes().items():
-                    if precision:  # a mode that changes the arithmetic, not one that only drops the settings
-                        out.append(CandidateFile(f"{backend.row_tag}-{precision}", path, mode=mode, role=backend.role))
+                    out.append(CandidateFile(f"{backend.row_tag}-{precision or 'default'}", path, mode=mode,
+                                             role=backend.role))
         return out
 
     def time_candidates(self) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from ..cli_args import comma_list, engines_arg, positive_int
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                "epochs": args.epochs, "calib_images": args.calib_images, "eval_images": args.eval_images,
                "batches": args.batches, "engines": engines_arg(args.engines),
                "precisions": tuple(comma_list(args.precision)) if args.precision else None,
-               "deploy_batch": args.deploy_batch}
+               "deploy_batch": args.deploy_batch, "command": shlex.join(["rexnet-deploy", *sys.argv[1:]])}
     if args.calib_images is not None:
         changes["cap_calib_images"] = False  # asked for: too few images is an error, not a smaller set
     if args.out:

@@ -51,6 +51,7 @@ class PipelineConfig:
     baseline: str | None = "pipeline-fmnist-cpu"
     # on data other than the baseline's own (Fashion-MNIST), keep only its drop budgets, against this run's rows
     own_reference: bool = True
+    command: str = "rexnet-deploy pipeline"  # what the results file says produced it
 
     @classmethod
     def quick(cls, **changes: Any) -> "PipelineConfig":
@@ -138,7 +139,7 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
 
     log("[bench] measuring every artifact")
     suite = pipeline_suite(source, pruned, bundle_dir / "bundle", bundle, cfg, spec.name)
-    results = run_bench(suite, cfg.out / "bench", command="rexnet-deploy pipeline")
+    results = run_bench(suite, cfg.out / "bench", command=cfg.command)
     print(terminal_table(results))
     verdict = None
     if baseline is not None:
