@@ -52,11 +52,11 @@ def random_rexnet(tmp_path_factory) -> dict:
     torch.manual_seed(0)
     model = randomize_bn(create_model("rexnet", width=0.25, num_classes=10))
     ckpt = save_model_checkpoint(model, root / "tiny.pt", dataset="fashion_mnist", preprocess=FMNIST_PRE.to_dict())
-    onnx_path = export_onnx(model, root / "tiny.fp32.onnx", (3, 32, 32))
+    onnx_path = export_onnx(model, root / "tiny.onnx", (3, 32, 32))
     write_manifest(onnx_path, {"precision": "fp32", "preprocess": FMNIST_PRE.to_dict()})
     xml = None
     if get_backend("openvino").unavailable_reason() is None:  # a bare GPU machine may lack OpenVINO
-        xml = build_engine(onnx_path, root / "tiny.fp32.openvino.xml", "openvino")
+        xml = build_engine(onnx_path, root / "tiny.openvino.xml", "openvino")
     return {"root": root, "model": model, "ckpt": ckpt, "onnx": onnx_path, "xml": xml}
 
 

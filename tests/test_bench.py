@@ -226,7 +226,7 @@ def _write_suite(path: Path, tiny: dict, extra: list[dict]) -> Path:
              "timing": {"warmup_steps": 1, "warmup_seconds": 0, "steps": 3, "min_steps": 2, "max_seconds": 1},
              "vars": {"root": str(tiny["root"])},
              "models": [{"name": "tiny", "artifacts": [
-                 {"name": "ort-fp32", "onnx": "${root}/tiny.fp32.onnx"},
+                 {"name": "ort-fp32", "onnx": "${root}/tiny.onnx"},
                  {"name": "torch-fp32", "checkpoint": "${root}/tiny.pt"},
                  *extra]}]}
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
@@ -235,8 +235,8 @@ def _write_suite(path: Path, tiny: dict, extra: list[dict]) -> Path:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where TensorRT/CUDA cannot run")
 def test_unavailable_backends_give_skipped_rows_and_the_run_goes_on(tiny, fmnist_available, tmp_path):
     suite_path = _write_suite(tmp_path / "s.yaml", tiny, [
-        {"name": "openvino-fp32", "engine": "${root}/tiny.fp32.openvino.xml"},
-        {"name": "ort-tensorrt", "onnx": "${root}/tiny.fp32.onnx", "device": "tensorrt"},
+        {"name": "openvino-fp32", "engine": "${root}/tiny.openvino.xml"},
+        {"name": "ort-tensorrt", "onnx": "${root}/tiny.onnx", "device": "tensorrt"},
         {"name": "torch-cuda", "checkpoint": "${root}/tiny.pt", "device": "cuda"},
         {"name": "trt-engine", "engine": "${root}/tiny.engine", "optional": True},
         {"name": "other-preprocess", "checkpoint": "${root}/tiny-other-pre.pt"},
@@ -322,7 +322,7 @@ def test_committed_suites_and_baselines_parse(tmp_path, monkeypatch):
 def test_gpu_rows_time_device_inputs_with_cuda_events(tiny, fmnist_available, tmp_path):
     suite_path = _write_suite(tmp_path / "g.yaml", tiny, [
         {"name": "torch-cuda", "checkpoint": "${root}/tiny.pt", "device": "cuda"},
-        {"name": "ort-cuda", "onnx": "${root}/tiny.fp32.onnx", "device": "cuda"},
+        {"name": "ort-cuda", "onnx": "${root}/tiny.onnx", "device": "cuda"},
     ])
     results = run_bench(load_suite(suite_path), progress=False)
     rows = {r["name"]: r for r in results["rows"]}
