@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from rexnet_deploy.bench import (
     summarize_timings,
     write_junit,
 )
+from rexnet_deploy.bench.harness import time_interleaved
 from rexnet_deploy.bench.timing import measure_steps
 from rexnet_deploy.cli import main
 from rexnet_deploy.data.datasets import Preprocess
@@ -52,6 +54,57 @@ def test_measure_steps_warms_up_then_times_the_asked_number_of_steps():
     assert warmed == 3 and len(times) == 7 and len(calls) == 10 and all(t >= 0 for t in times)
     with pytest.raises(UserError, match="min_steps"):
         Timing(steps=5, min_steps=6)
+    with pytest.raises(UserError, match="rounds"):
+        Timing(rounds=0)
+
+
+class _LoggingRunner:
+    """Stands for a runner in the scheduling tests below: each call logs its name and takes ``step()`` ms."""
+
+    on_gpu = False
+
+    def __init__(self, name: str, log: list, step=lambda: 0.0, fail_on_call: int | None = None) -> None:
+        self.name, self.log, self.step, self.fail_on_call = name, log, step, fail_on_call
+
+    def infer(self, batch):
+        self.log.append(self.name)
+        if self.fail_on_call is not None and self.log.count(self.name) == self.fail_on_call:
+            raise RuntimeError(f"{self.name} broke")
+        time.sleep(self.step() / 1e3)
+        return batch
+
+
+def test_rows_are_timed_in_turns_and_a_failing_row_stops_alone():
+    log: list[str] = []
+    timing = Timing(warmup_steps=1, warmup_seconds=0, steps=6, min_steps=6, max_seconds=100, rounds=3)
+    assert [t.steps for t in timing.slices()] == [2, 2, 2] and [t.warmup_steps for t in timing.slices()] == [1, 1, 1]
+    batch = np.zeros((4, 3, 2, 2), np.float32)
+    a, b = _LoggingRunner("a", log), _LoggingRunner("b", log, fail_on_call=5)
+    entry_a, error_b = time_interleaved([(a, batch), (b, batch)], timing)
+    # a's turn (1 warm-up + 2 timed), b's, a's, then b fails on its 5th call and a still gets its last turn
+    assert "".join(log) == "aaabbbaaabbaaa"
+    assert entry_a["steps"] == 6 and entry_a["rounds"] == 3 and entry_a["warmup_steps"] == 3
+    assert len(entry_a["raw_ms"]) == 6 and entry_a["batch"] == 4
+    assert isinstance(error_b, RuntimeError) and str(error_b) == "b broke"
+
+
+def test_turns_keep_a_drifting_machine_out_of_the_ratio():
+    """Two identical rows on a machine that slows down as it runs (each step 1 ms longer than the last 40 ago):
+    timed one after the other the second looks far slower; in turns they come out level."""
+    log: list[str] = []
+
+    def drifting() -> float:
+        return 2.0 + len(log) / 10  # 2 ms at first, 6 ms after 40 calls
+
+    def ratio(rounds: int) -> float:
+        log.clear()
+        timing = Timing(warmup_steps=0, warmup_seconds=0, steps=20, min_steps=20, max_seconds=100, rounds=rounds)
+        runs = [(_LoggingRunner(name, log, drifting), np.zeros((1, 1), np.float32)) for name in "ab"]
+        first, second = time_interleaved(runs, timing)
+        return first["img_per_s"] / second["img_per_s"]
+
+    assert ratio(1) > 1.4  # a ran while the machine was fast, b while it was slow
+    assert 0.85 < ratio(10) < 1.2
 
 # ---- a tiny real model: checkpoint + ONNX ---------------------------------------------------------------------
 

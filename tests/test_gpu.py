@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,7 +29,7 @@ from rexnet_deploy.bench.timing import Timing, measure_steps
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
-SPEED_KEYS = {"batch", "steps", "ms", "img_per_s", "warmup_steps", "timer", "input_on_device", "raw_ms"}
+SPEED_KEYS = {"batch", "steps", "ms", "img_per_s", "warmup_steps", "timer", "input_on_device", "rounds", "raw_ms"}
 
 
 def _speed_validator():
@@ -72,10 +71,9 @@ def test_gpu_rows_get_gpu_compute_time_and_host_latency_cpu_rows_stay_as_they_ar
         return ([2.0, 4.0, 3.0] if cuda else [5.0, 6.0]), 1
 
     monkeypatch.setattr(harness, "measure_steps", fake_measure)
-    suite = SimpleNamespace(timing=Timing())
     batch = np.zeros((4, 3, 8, 8), np.float32)
     runner = _StandInGpuRunner()
-    entry = harness.measure_batch(runner, batch, suite)
+    entry = harness.measure_batch(runner, batch, Timing())
     # GPU compute time: CUDA events on the runner's device, the input already there
     assert timed[0] == (True, runner.device) and runner.calls == ["tensor", "numpy"]
     assert entry["timer"] == "cuda_events" and entry["input_on_device"] is True and entry["ms"]["median"] == 3.0
@@ -91,7 +89,7 @@ def test_gpu_rows_get_gpu_compute_time_and_host_latency_cpu_rows_stay_as_they_ar
     class CpuRunner(_StandInGpuRunner):
         on_gpu = False
 
-    cpu = harness.measure_batch(CpuRunner(), batch, suite)
+    cpu = harness.measure_batch(CpuRunner(), batch, Timing())
     assert set(cpu) == SPEED_KEYS and cpu["timer"] == "perf_counter" and cpu["input_on_device"] is False
     validator.validate(cpu)
 
@@ -144,9 +142,9 @@ def cuda_runner():
 @needs_cuda
 def test_gpu_timing_splits_compute_from_host_latency(cuda_runner):
     """A torch CUDA row: event-timed compute on a device input, and a wall-clock host latency around copies."""
-    suite = SimpleNamespace(timing=Timing(warmup_steps=3, warmup_seconds=0, steps=30, min_steps=5, max_seconds=2))
+    timing = Timing(warmup_steps=3, warmup_seconds=0, steps=30, min_steps=5, max_seconds=2)
     batch = np.random.default_rng(0).standard_normal((64, 3, 32, 32)).astype(np.float32)
-    entry = harness.measure_batch(cuda_runner, batch, suite)
+    entry = harness.measure_batch(cuda_runner, batch, timing)
     _speed_validator().validate(entry)
     assert entry["timer"] == "cuda_events" and entry["input_on_device"]
     host = entry["host_latency"]

@@ -231,6 +231,8 @@ def test_the_speed_cpu_suite_is_package_data_and_names_every_precision_and_the_p
     assert {"openvino-default", "ort-default", "torch-fp32", "torch-bf16", "ort-fp32", "ort-int8", "openvino-fp32",
             "openvino-bf16", "openvino-int8"} <= set(trained)
     assert trained["openvino-default"].mode == "defaults" and trained["openvino-bf16"].precision == "bf16"
+    # the NNCF IR with its float parts in BF16 is still an INT8 row
+    assert trained["openvino-int8-bf16"].mode == "bf16" and trained["openvino-int8-bf16"].precision == "int8"
     assert groups["rexnet_100-224"].preprocess.size == 224 and groups["tiny-cifar-0.5"].preprocess is None
     assert groups["tiny-cifar-0.5-random"].eval_images == SPEED_ONLY_IMAGES
     # the pruned model's rows are measured against the unpruned source's FP32 ONNX in OpenVINO
@@ -319,6 +321,37 @@ def test_nncf_int8_of_a_trained_model_runs_in_openvino_within_a_point_of_fp32(tr
     assert fp32 - int8 <= 1.0, f"NNCF INT8 {int8:.2f} % vs FP32 {fp32:.2f} % on 10,000 test images"
 
 
+@needs_nncf
+def test_an_nncf_ir_in_bf16_mode_keeps_int8_kernels_and_runs_its_float_parts_in_bf16(trained_int8, monkeypatch):
+    """OpenVINO's own INT8 with what NNCF left in float (SE gates, SiLU, pooling) in BF16: the fastest file on the
+    AVX-512 BF16 EPYC. An ONNX Runtime Q/DQ file is no NNCF IR and is refused in one line."""
+    from rexnet_deploy.backends import evaluate
+    from rexnet_deploy.quant import quantize_onnx
+
+    qdq = trained_int8["dir"] / "m.int8.onnx"
+    if not qdq.exists():
+        quantize_onnx(trained_int8["onnx"], trained_int8["calib"].path, qdq, progress=False)
+    monkeypatch.setattr(ov_backend, "has_native_bf16", lambda: True)
+    with pytest.raises(UserError, match="pass the FP32 file or the NNCF IR") as exc:
+        ov_backend.OpenVinoRunner(qdq, mode="bf16")
+    assert "\n" not in str(exc.value)
+    monkeypatch.undo()
+    if not BF16_HERE:
+        with pytest.raises(RuntimeUnavailable, match=NO_BF16):
+            open_runner(trained_int8["int8"], threads=1, mode="bf16")
+        pytest.skip(f"{NO_BF16}: the NNCF IR's bf16 mode is refused, as it should be; its kernels need BF16")
+    test = trained_int8["test"].subset(2000)
+    with open_runner(trained_int8["int8"], threads=2, mode="bf16") as mixed, \
+            open_runner(trained_int8["int8"], threads=2) as plain:
+        assert mixed.precision == "int8"  # still an INT8 file: its rows compare with INT8 rows
+        assert {"int8", "bf16"} <= {layer["precision"] for layer in mixed.profile_layers(8, runs=2)}
+        assert "bf16" not in {layer["precision"] for layer in plain.profile_layers(8, runs=2)}
+        mixed_top1 = evaluate(mixed, test, progress=False)["top1"]
+        plain_top1 = evaluate(plain, test, progress=False)["top1"]
+        assert all(c["inference_precision"] == "bf16" for c in mixed.describe()["compiled"].values())
+    assert abs(mixed_top1 - plain_top1) <= 0.5, (mixed_top1, plain_top1)
+
+
 @pytest.mark.slow  # minutes on 2 cores: every precision of two backends built, checked and timed
 @needs_nncf
 def test_export_precision_auto_records_the_fastest_file_within_the_budget(trained, tmp_path):
@@ -334,7 +367,7 @@ def test_export_precision_auto_records_the_fastest_file_within_the_budget(traine
     # every precision was built, OpenVINO's own NNCF INT8 among them, and FP32 again in BF16 arithmetic and
     # under OpenVINO's defaults (the peer: the pick is never slower than it in this timing)
     assert {"ort-fp32", "ort-fp16", "ort-int8", "openvino-fp32", "openvino-int8", "openvino-int8-nncf",
-            "openvino-bf16", "openvino-default"} <= set(rows)
+            "openvino-int8-nncf-bf16", "openvino-bf16", "openvino-default"} <= set(rows)
     assert rows["openvino-default"]["mode"] == "defaults"
     assert auto["deploy_batch"] == 8 and auto["budget_points"] == 0.5 and auto["machine"]["isa_flags"] is not None
     if not BF16_HERE:

@@ -103,6 +103,11 @@ class Backend:
         """Its runner's modes (``RUNNER_MODES``): mode → the precision it computes in, None for settings only."""
         return dict(getattr(self.impl(), "RUNNER_MODES", {}))
 
+    def own_int8_modes(self) -> dict[str, str]:
+        """The runner modes that also apply to its own INT8 files (``OWN_INT8_MODES``): mode → the precision
+        the parts left in float compute in."""
+        return dict(getattr(self.impl(), "OWN_INT8_MODES", {})) if self.own_int8 else {}
+
     def unavailable_reason(self, device: str | None = None) -> str | None:
         return self.impl().unavailable_reason(device or self.devices[0])
 

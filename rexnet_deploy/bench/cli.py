@@ -75,6 +75,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--min-steps", type=int, help="timed steps per batch size, at least (default 10)")
     how.add_argument("--max-seconds", type=float, help="stop timing a batch size after this long once "
                                                        "--min-steps are recorded (default 5)")
+    how.add_argument("--rounds", type=positive_int, help="turns the rows take in turn at each batch size, each "
+                                                         "timing its share of the steps (default 5)")
     p.add_argument("--out", help="results folder (default bench/runs/<time>/)")
     p.set_defaults(func=run_bench_command)
 
@@ -128,8 +130,8 @@ def build_suite(args: argparse.Namespace):
         suite = suite_from_paths(checkpoints=args.checkpoint, onnx=args.onnx, engines=args.engine,
                                  device=args.device, compile=args.compile, channels_last=args.channels_last,
                                  reference=args.reference, **settings)
-    timing = {k: getattr(args, k) for k in ("warmup_steps", "warmup_seconds", "steps", "min_steps", "max_seconds")
-              if getattr(args, k) is not None}
+    timing = {k: getattr(args, k) for k in ("warmup_steps", "warmup_seconds", "steps", "min_steps", "max_seconds",
+                                               "rounds") if getattr(args, k) is not None}
     if args.batches is not None and suite.headline_batch not in args.batches:
         # the suite's table batch is not in the sweep asked for here: fall back to the default choice
         suite = dataclasses.replace(suite, batches=args.batches, headline_batch=None)

@@ -3,12 +3,15 @@
 Every artifact is opened by the same runners that evaluation and parity checks use (found through the
 backend table of ``rexnet_deploy.backends``), never by a private inference path. A runtime that cannot
 work here (:class:`RuntimeUnavailable`, e.g. TensorRT without a GPU) gives a ``skipped`` row with the reason; a
-file that fails to load or run gives a ``failed`` row; either way the other rows still run.
+file that fails to load or run gives a ``failed`` row; either way the other rows still run. The rows of a
+group are timed in turns (:func:`time_interleaved`), so the ratios between them do not carry the machine's drift.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +24,8 @@ from ..errors import UserError, first_line
 from ..onnx_io import onnx_precision, recorded_preprocess
 from .machine import machine_facts
 from .results import check_out_dir, compare_rows, write_results
-from .suite import ArtifactSpec, Suite
-from .timing import measure_steps, speed_entry
+from .suite import ArtifactSpec, ModelGroup, Suite
+from .timing import Timing, measure_steps, merge_speed_entries, speed_entry
 
 SCHEMA_VERSION = 1
 
@@ -78,8 +81,9 @@ def speed_input(dataset: DataSplit, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.tile(images.numpy(), (reps, 1, 1, 1))[:batch], dtype=np.float32)
 
 
-def measure_batch(runner: Runner, batch: np.ndarray, suite: Suite) -> dict:
-    """Timing of one batch size, in the row's ``speed`` list.
+def measure_batch(runner: Runner, batch: np.ndarray, timing: Timing) -> dict:
+    """Timing of one batch size (one turn of it: ``timing.rounds`` is :func:`time_interleaved`'s), an entry of
+    the row's ``speed`` list.
 
     A CPU runner gets one timing: numpy in → numpy out, by ``perf_counter``. A GPU runner gets the two
     that trtexec reports apart: the entry's own statistics are GPU compute time (CUDA events around
@@ -88,49 +92,100 @@ def measure_batch(runner: Runner, batch: np.ndarray, suite: Suite) -> dict:
     ``timer: perf_counter``, ``input_on_device: false``).
     """
     if not runner.on_gpu:
-        times, warmed = measure_steps(lambda: runner.infer(batch), suite.timing)
+        times, warmed = measure_steps(lambda: runner.infer(batch), timing)
         return speed_entry(times, len(batch), warmed, "perf_counter", False)
     import torch
 
     x = torch.from_numpy(batch).to(runner.device)
-    times, warmed = measure_steps(lambda: runner.infer_tensor(x), suite.timing, cuda=True, device=runner.device)
-    host, host_warmed = measure_steps(lambda: runner.infer(batch), suite.timing)
+    times, warmed = measure_steps(lambda: runner.infer_tensor(x), timing, cuda=True, device=runner.device)
+    host, host_warmed = measure_steps(lambda: runner.infer(batch), timing)
     return {**speed_entry(times, len(batch), warmed, "cuda_events", True),
             "host_latency": speed_entry(host, len(batch), host_warmed, "perf_counter", False)}
 
 
-def bench_artifact(spec: ArtifactSpec, group: str, dataset: DataSplit, suite: Suite,
-                   progress: bool = True) -> dict:
-    """One result row: accuracy, then the batch sweep; ``skipped``/``failed`` rows carry the reason."""
-    row = {"group": group, "name": spec.name, "kind": spec.kind, "path": str(spec.path), "format": spec.format,
-           "device": spec.device, "precision": spec.precision or ("fp32" if spec.kind == "checkpoint" else None),
-           "size_bytes": artifact_size_bytes(spec.path), "status": "ok", "reason": None, "runner": None,
-           "preprocess_checked": False, "accuracy": None, "speed": []}
+def time_interleaved(runs: Sequence[tuple[Runner, np.ndarray]], timing: Timing) -> list[dict | Exception]:
+    """Each (runner, batch) timed as :func:`measure_batch` times it, all of them in turns: ``timing.rounds``
+    rounds, each giving every runner its share of the steps and seconds (:meth:`Timing.slices`), so the
+    machine's drift lands on every row alike and their ratios hold from one run to the next.
+
+    Returns one merged speed entry per run, or the exception that stopped it (the others go on).
+    """
+    turns: list[list[dict]] = [[] for _ in runs]
+    errors: list[Exception | None] = [None] * len(runs)
+    for share in timing.slices():
+        for i, (runner, batch) in enumerate(runs):
+            if errors[i] is None:
+                try:
+                    turns[i].append(measure_batch(runner, batch, share))
+                except Exception as exc:  # a runtime's own error: that row fails, the others are still timed
+                    errors[i] = exc
+    return [errors[i] or merge_speed_entries(turns[i]) for i in range(len(runs))]
+
+
+def failure_status(exc: Exception) -> tuple[str, str]:
+    """A row's status and reason for what stopped it."""
+    if isinstance(exc, RuntimeUnavailable):
+        return "skipped", str(exc)
+    if isinstance(exc, UserError):
+        return "failed", str(exc)
+    return "failed", f"{type(exc).__name__}: {first_line(exc, 200)}"  # a runtime's own error (bad graph, compiler)
+
+
+def _new_row(spec: ArtifactSpec, group: str) -> dict:
+    return {"group": group, "name": spec.name, "kind": spec.kind, "path": str(spec.path), "format": spec.format,
+            "device": spec.device, "precision": spec.precision or ("fp32" if spec.kind == "checkpoint" else None),
+            "size_bytes": artifact_size_bytes(spec.path), "status": "ok", "reason": None, "runner": None,
+            "preprocess_checked": False, "accuracy": None, "speed": []}
+
+
+def open_and_evaluate(spec: ArtifactSpec, row: dict, dataset: DataSplit, suite: Suite, stack: ExitStack,
+                      progress: bool = True) -> Runner | None:
+    """Open one row's runner (kept open on ``stack`` for the timing) and measure its accuracy into ``row``;
+    None when it cannot run (``row`` then says why)."""
     if not spec.path.exists():
-        return {**row, "status": "skipped", "reason": f"{spec.path} not found (optional artifact)"}
-    dataset = suite.dataset_for(group, dataset)  # a speed-only group's resized images
+        row.update(status="skipped", reason=f"{spec.path} not found (optional artifact)")
+        return None
     try:
         # what the file holds, known even when its runtime cannot start here
         row["precision"] = row["precision"] or (onnx_precision(spec.path) if spec.kind == "onnx"
                                                 else read_manifest_if_any(spec.path).get("precision"))
-        with open_artifact(spec, suite.threads) as runner:
-            row["precision"] = runner.precision
-            row["runner"] = runner.describe()
-            row["preprocess_checked"] = check_preprocess(spec, runner.meta, dataset)
-            row["accuracy"] = evaluate(runner, dataset, batch_size=suite.eval_batch, limit=suite.eval_images,
-                                       progress=progress)
-            for batch in tqdm(suite.batches, desc=f"time {group}/{spec.name}", unit="batch size",
-                              disable=not progress, leave=False):
-                row["speed"].append(measure_batch(runner, speed_input(dataset, batch), suite))
-            row["runner"] = runner.describe()  # again: runners that compile per batch size record each one
-    except RuntimeUnavailable as exc:
-        return {**row, "status": "skipped", "reason": str(exc), "accuracy": None, "speed": []}
-    except UserError as exc:
-        return {**row, "status": "failed", "reason": str(exc), "accuracy": None, "speed": []}
-    except Exception as exc:  # a runtime's own error (bad graph, compiler failure): report it, bench the rest
-        return {**row, "status": "failed", "reason": f"{type(exc).__name__}: {first_line(exc, 200)}", "accuracy": None,
-                "speed": []}
-    return row
+        runner = stack.enter_context(open_artifact(spec, suite.threads))
+        row["precision"] = runner.precision
+        row["runner"] = runner.describe()
+        row["preprocess_checked"] = check_preprocess(spec, runner.meta, dataset)
+        row["accuracy"] = evaluate(runner, dataset, batch_size=suite.eval_batch, limit=suite.eval_images,
+                                   progress=progress)
+    except Exception as exc:
+        status, reason = failure_status(exc)
+        row.update(status=status, reason=reason, accuracy=None)
+        return None
+    return runner
+
+
+def bench_group(group: ModelGroup, dataset: DataSplit, suite: Suite, progress: bool = True) -> list[dict]:
+    """One result row per artifact of ``group``: each row's accuracy, then the batch sweep, every batch size
+    timed for all the group's rows in turns (:func:`time_interleaved`); ``skipped``/``failed`` rows carry
+    the reason, and the other rows still run."""
+    dataset = suite.dataset_for(group.name, dataset)  # a speed-only group's resized images
+    rows = [_new_row(spec, group.name) for spec in group.artifacts]
+    with ExitStack() as stack:
+        runners = [open_and_evaluate(spec, row, dataset, suite, stack, progress)
+                   for spec, row in zip(group.artifacts, rows)]
+        live = [(row, runner) for row, runner in zip(rows, runners) if runner is not None]
+        for batch in tqdm(suite.batches, desc=f"time {group.name}", unit="batch size", disable=not progress,
+                          leave=False):
+            live = [(row, runner) for row, runner in live if row["status"] == "ok"]
+            images = speed_input(dataset, batch)
+            for (row, _), entry in zip(live, time_interleaved([(r, images) for _, r in live], suite.timing)):
+                if isinstance(entry, Exception):
+                    status, reason = failure_status(entry)
+                    row.update(status=status, reason=reason, accuracy=None, speed=[])
+                else:
+                    row["speed"].append(entry)
+        for row, runner in live:
+            if row["status"] == "ok":
+                row["runner"] = runner.describe()  # again: runners that compile per batch size record each one
+    return rows
 
 
 def recorded_meta(spec: ArtifactSpec) -> dict:
@@ -204,8 +259,8 @@ def run_bench(suite: Suite, out_dir: str | Path | None = None, *, progress: bool
     dataset = bench_split(suite)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     rows = []
-    for group, spec in tqdm(suite.artifacts(), desc="bench", unit="artifact", disable=not progress):
-        rows.append(bench_artifact(spec, group.name, dataset, suite, progress))
+    for group in tqdm(suite.groups, desc="bench", unit="group", disable=not progress):
+        rows.extend(bench_group(group, dataset, suite, progress))
     for group in suite.groups:
         members = [r for r in rows if r["group"] == group.name]
         reference = next(r for r in members if r["name"] == group.reference_name())

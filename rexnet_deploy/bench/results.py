@@ -130,8 +130,9 @@ def markdown_report(results: dict) -> str:
         f"{ds['num_images']} images, preprocessing {ds['preprocess']}",
         f"- Speed: batches {suite['batches']}; warm-up ≥ {t['warmup_steps']} steps and ≥ {t['warmup_seconds']} s, "
         f"then up to {t['steps']} timed steps (stopping after {t['max_seconds']} s once {t['min_steps']} are "
-        f"recorded); percentiles by linear interpolation of the raw step times (median = p50); img/s = batch × "
-        f"steps ÷ timed seconds",
+        f"recorded), in {t.get('rounds', 1)} turns that a model's rows take in turn (A, B, …, A, B, …), so the "
+        f"machine's drift lands on every row alike; percentiles by linear interpolation of the raw step times "
+        f"(median = p50); img/s = batch × steps ÷ timed seconds",
         "- Timers: perf_counter rows time host calls (numpy in, numpy out); cuda_events rows time GPU compute "
         "with the inputs already on the device (as trtexec's GPU compute time), and their `host ms` is the "
         "end-to-end host latency, synchronised",

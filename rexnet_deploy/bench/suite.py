@@ -8,7 +8,7 @@ A suite is a YAML file (schema in rexnet_deploy/bench/suites/README.md)::
     eval_images: null               # null: the whole split
     batches: [1, 8, 32, 64]         # batch sweep for the speed measurements
     threads: 2                      # CPU threads for every runtime, recorded in the results
-    timing: {warmup_steps: 5, warmup_seconds: 0.2, steps: 200, min_steps: 10, max_seconds: 5}
+    timing: {warmup_steps: 5, warmup_seconds: 0.2, steps: 200, min_steps: 10, max_seconds: 5, rounds: 5}
     vars: {bundle: export/rexnet_tiny_cifar-0.5}   # ${bundle} in paths; --set bundle=... overrides
     models:
       - name: tiny-cifar-0.5

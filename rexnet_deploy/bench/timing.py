@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -43,6 +43,12 @@ class Timing:
     Warm-up runs until both ``warmup_steps`` steps and ``warmup_seconds`` have passed. Timing then
     records up to ``steps`` steps, stopping early once ``max_seconds`` have passed and at least
     ``min_steps`` were recorded (so slow rows stay bounded and fast rows get many samples).
+
+    ``rounds`` > 1 splits that budget into as many turns (:meth:`slices`), which the rows compared with
+    each other take in turn (row A, row B, …, then A again): a shared 2-core VM's speed drifts by ±20 %
+    from one second to the next (measured on the AVX-512 EPYC), and rows timed one after the other in
+    blocks of seconds carried that drift into their ratios (0.86–1.52× for the same two files). Taken
+    in turns, the drift lands on every row alike.
     """
 
     warmup_steps: int = 5
@@ -50,6 +56,7 @@ class Timing:
     steps: int = 200
     min_steps: int = 10
     max_seconds: float = 5.0
+    rounds: int = 5
 
     def __post_init__(self) -> None:
         if self.warmup_steps < 0 or self.warmup_seconds < 0:
@@ -59,20 +66,54 @@ class Timing:
                             f"{self.steps}): fix them in the suite or on the command line")
         if self.max_seconds <= 0:
             raise UserError(f"max_seconds must be > 0 (got {self.max_seconds})")
+        if self.rounds < 1:
+            raise UserError(f"timing needs rounds ≥ 1 (got {self.rounds}): fix it in the suite or on the command line")
+
+    def slices(self) -> list["Timing"]:
+        """One turn's timing per round: the steps, minimum steps and seconds shared out (the totals stay as
+        asked; fewer turns when ``min_steps`` < ``rounds``, each turn times at least one step). The first turn
+        warms up as asked; later ones for one step (the other rows ran in between and evicted this one's caches)."""
+        turns = min(self.rounds, self.min_steps)
+        if turns == 1:
+            return [replace(self, rounds=1)]
+        out = []
+        for i in range(turns):
+            steps = self.steps // turns + (i < self.steps % turns)
+            min_steps = self.min_steps // turns + (i < self.min_steps % turns)
+            warmup = (self.warmup_steps, self.warmup_seconds) if i == 0 else (min(self.warmup_steps, 1), 0.0)
+            out.append(replace(self, steps=steps, min_steps=min_steps, max_seconds=self.max_seconds / turns,
+                               warmup_steps=warmup[0], warmup_seconds=warmup[1], rounds=1))
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def speed_entry(step_ms: Sequence[float], batch: int, warmup_steps: int, timer: str, input_on_device: bool) -> dict:
-    """One batch size's timing as results.json records it: the statistics, and what the times measured."""
+def speed_entry(step_ms: Sequence[float], batch: int, warmup_steps: int, timer: str, input_on_device: bool,
+                rounds: int = 1) -> dict:
+    """One batch size's timing as results.json records it: the statistics, and what the times measured
+    (``rounds``: in how many turns, interleaved with the other rows of its group, the steps were taken)."""
     return {**summarize_timings(step_ms, batch), "warmup_steps": warmup_steps, "timer": timer,
-            "input_on_device": input_on_device, "raw_ms": [round(t, 4) for t in step_ms]}
+            "input_on_device": input_on_device, "rounds": rounds, "raw_ms": [round(t, 4) for t in step_ms]}
+
+
+def merge_speed_entries(entries: Sequence[dict]) -> dict:
+    """The turns of one row's timing (:meth:`Timing.slices`) as one entry: their steps together, the
+    statistics over all of them, the warm-up steps summed (GPU rows: their ``host_latency`` alike)."""
+    first = entries[0]
+    merged = speed_entry([t for e in entries for t in e["raw_ms"]], first["batch"],
+                         sum(e["warmup_steps"] for e in entries), first["timer"], first["input_on_device"],
+                         rounds=sum(e.get("rounds", 1) for e in entries))
+    if "host_latency" in first:
+        merged["host_latency"] = merge_speed_entries([e["host_latency"] for e in entries])
+    return merged
 
 
 def measure_steps(step: Callable[[], object], timing: Timing, cuda: bool = False,
                   device: object = None) -> tuple[list[float], int]:
     """Warm up, then time ``step`` repeatedly; returns (raw step times in ms, warm-up steps run).
+
+    One turn: ``timing.rounds`` is for the caller that interleaves rows (``bench.harness.time_interleaved``).
 
     With ``cuda=True`` each step is timed by CUDA events recorded on the current stream of ``device``
     (a torch device or index; None: the current one) before and after ``step`` and waited for: the GPU

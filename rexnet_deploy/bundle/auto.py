@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, first_line
+from ..errors import UserError
 
 DEFAULT_BUDGET_POINTS = 0.5  # top-1 points a candidate may lose against FP32 (the issue's default)
 _TOLERANCE = 1e-9  # top-1 is a ratio of counts: 0.5 points exactly is within a 0.5-point budget
@@ -86,46 +87,47 @@ def measure_candidates(files: Sequence[CandidateFile], dataset: Any, deploy_batc
                        progress: bool = False) -> list[dict[str, Any]]:
     """Top-1 and img/s at ``deploy_batch`` of each file, one row each, measured here as ``bench`` measures.
 
-    Each file is opened through the backend table (``open_runner``), evaluated on ``dataset`` (the first
-    ``eval_images`` images, all by default) and timed on real images at ``deploy_batch`` with the bench's
-    warm-up and step timing (``timing``: a :class:`rexnet_deploy.bench.timing.Timing`, its defaults if None).
-    A runtime that cannot run here gives a ``skipped`` row with the reason ("no native BF16 on this CPU"),
-    a file that fails a ``failed`` row; the rest are still measured. Rows: name, path, mode, backend,
-    precision, status, reason, top1, top5, num_images, batch, img_per_s, ms_median, runner (its describe()).
+    Each file is opened through the backend table (``open_runner``) and evaluated on ``dataset`` (the first
+    ``eval_images`` images, all by default); then all of them are timed on real images at ``deploy_batch``
+    in turns (``bench.harness.time_interleaved``, the bench's warm-up and step timing; ``timing``: a
+    :class:`rexnet_deploy.bench.timing.Timing`, its defaults if None), so the machine's drift cannot decide
+    the pick. A runtime that cannot run here gives a ``skipped`` row with the reason ("no native BF16 on
+    this CPU"), a file that fails a ``failed`` row; the rest are still measured. Rows: name, path, mode,
+    backend, precision, status, reason, top1, top5, num_images, batch, img_per_s, ms_median, runner (its
+    describe()).
     """
-    from ..backends import RuntimeUnavailable, backend_for, evaluate, open_runner
-    from ..bench.harness import speed_input
-    from ..bench.timing import Timing, measure_steps, summarize_timings
+    from ..backends import backend_for, evaluate, open_runner
+    from ..bench.harness import failure_status, speed_input, time_interleaved
+    from ..bench.timing import Timing
 
     if int(deploy_batch) < 1:
         raise UserError(f"the deploy batch must be at least 1, got {deploy_batch}")
-    timing = timing or Timing()
-    rows = []
-    for cand in files:
-        row: dict[str, Any] = {"name": cand.name, "path": str(cand.path), "mode": cand.mode, "backend": None,
-                               "precision": None, "status": "ok", "reason": None, "top1": None, "top5": None,
-                               "num_images": None, "batch": int(deploy_batch), "img_per_s": None,
-                               "ms_median": None, "runner": None}
-        try:
-            row["backend"] = backend_for(cand.path, cand.role).name
-            if not Path(cand.path).exists():
-                raise UserError(f"{cand.path} does not exist: build the candidate first")
-            options = {"mode": cand.mode} if cand.mode else {}
-            with open_runner(cand.path, threads=threads, role=cand.role, **options) as runner:
+    rows, live = [], []
+    with ExitStack() as stack:
+        for cand in files:
+            row: dict[str, Any] = {"name": cand.name, "path": str(cand.path), "mode": cand.mode, "backend": None,
+                                   "precision": None, "status": "ok", "reason": None, "top1": None, "top5": None,
+                                   "num_images": None, "batch": int(deploy_batch), "img_per_s": None,
+                                   "ms_median": None, "runner": None}
+            rows.append(row)
+            try:
+                row["backend"] = backend_for(cand.path, cand.role).name
+                if not Path(cand.path).exists():
+                    raise UserError(f"{cand.path} does not exist: build the candidate first")
+                options = {"mode": cand.mode} if cand.mode else {}
+                runner = stack.enter_context(open_runner(cand.path, threads=threads, role=cand.role, **options))
                 row["precision"] = runner.precision
                 accuracy = evaluate(runner, dataset, batch_size=eval_batch, limit=eval_images, progress=progress)
                 row.update(top1=accuracy["top1"], top5=accuracy["top5"], num_images=accuracy["num_images"])
-                batch = speed_input(dataset, int(deploy_batch))
-                times, _ = measure_steps(lambda r=runner, x=batch: r.infer(x), timing)
-                stats = summarize_timings(times, len(batch))
-                row.update(img_per_s=stats["img_per_s"], ms_median=stats["ms"]["median"], runner=runner.describe())
-        except RuntimeUnavailable as exc:
-            row.update(status="skipped", reason=str(exc))
-        except UserError as exc:
-            row.update(status="failed", reason=str(exc))
-        except Exception as exc:  # a runtime's own error: report it, measure the rest
-            row.update(status="failed", reason=f"{type(exc).__name__}: {first_line(exc, 200)}")
-        rows.append(row)
+                live.append((row, runner))
+            except Exception as exc:
+                row["status"], row["reason"] = failure_status(exc)
+        batch = speed_input(dataset, int(deploy_batch))
+        for (row, runner), entry in zip(live, time_interleaved([(r, batch) for _, r in live], timing or Timing())):
+            if isinstance(entry, Exception):
+                row["status"], row["reason"] = failure_status(entry)
+            else:
+                row.update(img_per_s=entry["img_per_s"], ms_median=entry["ms"]["median"], runner=runner.describe())
     return rows
 
 

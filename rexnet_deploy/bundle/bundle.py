@@ -494,7 +494,8 @@ class _Writer:
     def candidates(self) -> list[CandidateFile]:
         """Every file of the bundle, plus each FP32 file again in every mode its runner offers: one per arithmetic
         (``openvino-bf16``) and the runtime's own defaults (``openvino-default``, the peer a user gets without
-        this tool), so the pick is never one the runtime's defaults beat in the same timing."""
+        this tool), so the pick is never one the runtime's defaults beat in the same timing; and the backend's
+        own INT8 file in each mode that applies to it (``openvino-int8-nncf-bf16``: its float parts in BF16)."""
         out = []
         for f in self.files:
             backend = get_backend(f["backend"])
@@ -504,6 +505,9 @@ class _Writer:
                 for mode, precision in backend.runner_modes().items():
                     out.append(CandidateFile(f"{backend.row_tag}-{precision or 'default'}", path, mode=mode,
                                              role=backend.role))
+            elif f["variant"] == f"int8-{backend.own_int8}":
+                for mode, precision in backend.own_int8_modes().items():
+                    out.append(CandidateFile(f"{name}-{precision}", path, mode=mode, role=backend.role))
         return out
 
     def time_candidates(self) -> dict[str, Any]:
