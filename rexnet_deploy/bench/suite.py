@@ -240,21 +240,16 @@ def _artifact(entry: Any, variables: dict[str, str], where: str, source: str) ->
     mode = _mode(entry.get("mode"), backend, where, source)
     name = str(entry.get("name") or f"{ROW_TAGS[kind]}:{path.stem}")
     # a mode that fixes the arithmetic (bf16) names the row's precision, also on a row skipped before it opens
-    precision = entry.get("precision") or (backend_modes(backend).get(mode) if mode else None)
+    precision = entry.get("precision") or (backend.runner_modes().get(mode) if mode else None)
     return ArtifactSpec(name=name, kind=kind, path=path, device=device, precision=precision,
                         compile=bool(entry.get("compile")), channels_last=bool(entry.get("channels_last")),
                         optional=bool(entry.get("optional")), mode=mode)
 
 
-def backend_modes(backend: Backend) -> dict[str, str | None]:
-    """The runner modes a backend's module declares (``RUNNER_MODES``: mode → the precision it computes in)."""
-    return dict(getattr(backend.impl(), "RUNNER_MODES", {}))
-
-
 def _mode(value: Any, backend: Backend, where: str, source: str) -> str | None:
     if value is None:
         return None
-    modes = backend_modes(backend)
+    modes = backend.runner_modes()
     if str(value) not in modes:
         known = f"modes {', '.join(modes)}" if modes else "no modes"
         raise UserError(f"{source}: {where} has mode {value!r}; {backend.name} runners take {known}: fix or drop it")

@@ -103,7 +103,7 @@ def merge_speed_entries(entries: Sequence[dict]) -> dict:
     first = entries[0]
     merged = speed_entry([t for e in entries for t in e["raw_ms"]], first["batch"],
                          sum(e["warmup_steps"] for e in entries), first["timer"], first["input_on_device"],
-                         rounds=sum(e.get("rounds", 1) for e in entries))
+                         rounds=len(entries))
     if "host_latency" in first:
         merged["host_latency"] = merge_speed_entries([e["host_latency"] for e in entries])
     return merged
