@@ -93,12 +93,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def user_mode_dir(parent: str | Path, prefix: str) -> Path:
+    """A new uniquely named folder in ``parent`` with the mode the user's umask gives (as ``mkdir`` would):
+    ``tempfile.mkdtemp`` makes it 0700, and a folder renamed into place keeps that, so a service running as
+    another user could not read a bundle."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    tmp.chmod(0o777 & ~mask)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` whole only if the block succeeds."""
     path = Path(path)
     ensure_writable_dir(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = user_mode_dir(path.parent, f".{path.name}.tmp-")
     try:
         yield tmp
         old = path.with_name(f".{path.name}.old-{os.getpid()}")

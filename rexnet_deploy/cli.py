@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "rexnet_deploy.bundle.build_cli",
     "rexnet_deploy.bench.cli",
     "rexnet_deploy.pipeline.cli",
+    "rexnet_deploy.predict.cli",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Facts an ONNX file carries: its metadata, its precision, its Q/DQ layout, the preprocessing it expects.
+"""Facts an ONNX file carries: its metadata, its precision, its Q/DQ layout, its input shape.
 
 A leaf module (onnx, numpy and the standard library only), so that every layer — quantization, the
 backends, bench — can read a file's facts without importing the layers above it.
@@ -6,7 +6,6 @@ backends, bench — can read a file's facts without importing the layers above i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -89,31 +88,6 @@ def qdq_layout(path: str | Path) -> dict[str, Any]:
             note("activations", str(zero.dtype) if zero is not None else "uint8", zero)
     return {**{kind: {**v, "types": sorted(v["types"])} for kind, v in found.items()},
             "float_ops": dict(sorted(float_ops.items()))}
-
-
-def recorded_preprocess(path: str | Path) -> dict[str, Any] | None:
-    """The preprocessing an exported file records: its manifest's ``preprocess``, else its ``metadata_props``'.
-
-    The export stage writes it into ``<file>.json`` and, as a JSON string, into the ONNX metadata.
-    Returns the raw dict (None when neither records one); raises ``ValueError`` for an unreadable record
-    and lets onnx's own error through for a file that is not ONNX.
-    """
-    path = Path(path)
-    manifest = path.with_name(path.name + ".json")
-    found: Any = None
-    if manifest.is_file():
-        try:
-            found = json.loads(manifest.read_text()).get("preprocess")
-        except (OSError, json.JSONDecodeError):
-            found = None
-    if found is None and path.suffix.lower() == ".onnx":
-        found = read_metadata(path).get("preprocess")
-    if found is None:
-        return None
-    parsed = json.loads(found) if isinstance(found, str) else found
-    if not isinstance(parsed, dict):
-        raise ValueError(f"preprocess {str(found)[:80]!r} is not a mapping")
-    return parsed
 
 
 def input_shape(path: str | Path) -> tuple[int | str, ...]:

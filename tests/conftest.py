@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rexnet_deploy.data.datasets import FASHION_MNIST_DIR, FASHION_MNIST_MEAN, FASHION_MNIST_STD, Preprocess
+from rexnet_deploy.data.datasets import FASHION_MNIST_DIR, FASHION_MNIST_PREPROCESS
 
 ROOT = Path(__file__).resolve().parents[1]
-FMNIST_PRE = Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+FMNIST_PRE = FASHION_MNIST_PREPROCESS
 
 torch.set_num_threads(2)
 

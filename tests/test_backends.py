@@ -15,8 +15,7 @@ from rexnet_deploy.artifacts import read_manifest, write_manifest
 from rexnet_deploy.backends import BACKENDS, Backend, backend_for, get_backend, open_runner
 from rexnet_deploy.bench import load_suite, run_bench
 from rexnet_deploy.bundle import build_engine
-from rexnet_deploy.data import Preprocess
-from rexnet_deploy.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from rexnet_deploy.data.datasets import FASHION_MNIST_PREPROCESS
 from rexnet_deploy.errors import UserError
 from rexnet_deploy.export import export_onnx
 from rexnet_deploy.models import create_model
@@ -72,7 +71,7 @@ def small_onnx(tmp_path):
     torch.manual_seed(0)
     model = randomize_bn(create_model("rexnet", width=0.25, num_classes=10))
     path = export_onnx(model, tmp_path / "small.onnx", (3, 32, 32))
-    preprocess = Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD).to_dict()
+    preprocess = FASHION_MNIST_PREPROCESS.to_dict()
     write_manifest(path, {"precision": "fp32", "preprocess": preprocess})
     return path
 

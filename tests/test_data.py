@@ -21,6 +21,8 @@ from rexnet_deploy.data import load_dataset
 from rexnet_deploy.data.cifar import download_cifar, load_cifar
 from rexnet_deploy.data.imagefolder import load_image_folder, load_image_folder_splits
 from rexnet_deploy.errors import UserError
+from rexnet_deploy.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from rexnet_deploy.preprocess import Preprocess
 from rexnet_deploy.train.augment import random_crop_flip
 
 PER_BATCH = 4  # images per CIFAR pickle in the test archive
@@ -169,7 +171,7 @@ def _image_tree(root: Path, classes=("cat", "dog"), per_class: int = 3) -> None:
 
 def test_image_folder_loads_with_imagenet_preprocessing(tmp_path):
     _image_tree(tmp_path)
-    train, val = load_image_folder_splits(tmp_path, input_size=32, crop_pct=0.875, in_memory=False)
+    train, val = load_image_folder_splits(tmp_path, Preprocess(32, IMAGENET_MEAN, IMAGENET_STD), in_memory=False)
     assert train.classes == ("cat", "dog") and len(train) == 6 and len(val) == 6 and not train.in_memory
     x, y = val.torch_dataset(val.transform(False))[5]  # the classes take turns: cat, dog, cat, ...
     assert x.shape == (3, 32, 32) and y == 1
@@ -218,19 +220,19 @@ def test_streamed_batches_put_the_sigchld_handler_back(tmp_path):
 
 def test_malformed_image_folder_is_one_line(tmp_path):
     with pytest.raises(UserError, match="train/ and val/"):
-        load_image_folder(tmp_path, "train")
+        load_image_folder(tmp_path, "train", Preprocess(32, IMAGENET_MEAN, IMAGENET_STD))
     (tmp_path / "train").mkdir()
     with pytest.raises(UserError, match="no class folders"):
-        load_image_folder(tmp_path, "train")
+        load_image_folder(tmp_path, "train", Preprocess(32, IMAGENET_MEAN, IMAGENET_STD))
     (tmp_path / "train" / "cat").mkdir()
     (tmp_path / "train" / "cat" / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="holds no images"):
-        load_image_folder(tmp_path, "train")
+        load_image_folder(tmp_path, "train", Preprocess(32, IMAGENET_MEAN, IMAGENET_STD))
     _image_tree(tmp_path / "other", classes=("a",))
     (tmp_path / "other" / "val" / "b").mkdir()
     (tmp_path / "other" / "val" / "a" / "0.png").rename(tmp_path / "other" / "val" / "b" / "0.png")
     with pytest.raises(UserError, match=r"class 'b' is in .*val/ but not in .*train/"):
-        load_image_folder_splits(tmp_path / "other")
+        load_image_folder_splits(tmp_path / "other", Preprocess(32, IMAGENET_MEAN, IMAGENET_STD))
 
 
 # ---------------------------------------------------------------- augmentation

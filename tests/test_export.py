@@ -279,7 +279,8 @@ def test_kill_during_export_leaves_the_previous_bundle(random_bundle, tmp_path):
     assert not list(tmp_path.glob(".bundle.*"))
     bundle = read_bundle(out)
     assert [f["file"] for f in bundle["files"]] == ["rexnet_tiny_cifar-0.5.fp32.onnx"]
-    assert sorted(p.name for p in out.iterdir()) == ["bundle.json", "bundle.md", "rexnet_tiny_cifar-0.5.fp32.onnx",
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "bundle.json", "bundle.md", "predict.py",
+                                                     "preprocess.py", "rexnet_tiny_cifar-0.5.fp32.onnx",
                                                      "rexnet_tiny_cifar-0.5.fp32.onnx.json"]
 
 

@@ -122,7 +122,9 @@ def test_training_records_the_dataset_spec(trained, tree):
     spec = meta["dataset_spec"]
     assert spec["name"] == "imagefolder" and spec["folder"] == str(tree.resolve()) and spec["input_size"] == 32
     assert spec["classes"] == CLASSES == meta["classes"] and meta["num_classes"] == 10
-    assert spec["preprocess"]["size"] == 32 and spec["crop_pct"] == 0.875 and spec["interpolation"] == "bicubic"
+    pre = spec["preprocess"]
+    assert pre["size"] == 32 and pre["crop_pct"] == 0.875 and pre["interpolation"] == "bicubic"
+    assert pre["resize"] == "shorter-side-crop" and pre == meta["preprocess"]  # the whole contract, once
     assert meta["recipe"]["dataset"] == "imagefolder" and meta["recipe"]["input_size"] == 32
 
 

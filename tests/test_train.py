@@ -334,15 +334,18 @@ def test_imagenet_recipe_runs_on_an_image_folder(tmp_path):
     from test_data import _image_tree
 
     from rexnet_deploy.data.imagefolder import load_image_folder_splits
+    from rexnet_deploy.models.registry import IMAGENET_MEAN, IMAGENET_STD
+    from rexnet_deploy.preprocess import Preprocess
 
     _image_tree(tmp_path / "tree", per_class=4)
     recipe = load_recipe("rexnet-imagenet", {"input_size": 32, "epochs": 1, "batch_size": 4, "workers": 0,
                                              "width": 0.5, "warmup_epochs": 0})
-    train, val = load_image_folder_splits(tmp_path / "tree", input_size=32)
+    train, val = load_image_folder_splits(tmp_path / "tree", Preprocess(32, IMAGENET_MEAN, IMAGENET_STD))
     model = create_model("rexnet", width=0.5, num_classes=2)
     result = fit(TrainRequest(recipe, tmp_path / "run", model=model, data=(train, val), progress=False))
     _, meta = load_model(result.best_checkpoint)
-    assert meta["dataset"] == "imagefolder" and meta["crop_pct"] == 0.875 and meta["classes"] == ["cat", "dog"]
+    assert meta["dataset"] == "imagefolder" and meta["preprocess"]["crop_pct"] == 0.875
+    assert meta["classes"] == ["cat", "dog"]
     # a broken image inside a DataLoader worker still comes out as one line. Loading already refuses one it
     # reads (a small tree is decoded, a streamed one's headers sampled), so the file breaks after loading
     train, val = load_image_folder_splits(tmp_path / "tree", input_size=32, in_memory=False)

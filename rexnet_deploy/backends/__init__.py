@@ -13,22 +13,24 @@ from pathlib import Path
 from ..errors import RuntimeUnavailable, UserError
 from .base import ROLES, Backend, Runner, TargetLayout
 from .evaluate import evaluate, topk_correct
+from .record import ArtifactRecord, read_artifact
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch", "rexnet_deploy.backends.torch", "checkpoint", (".pt", ".pth"), ("cpu", "cuda"),
             ("fp32",), needs_gpu=False, extra=None, packages=("torch", "torchvision"), row_tag="torch"),
     Backend("onnxruntime", "rexnet_deploy.backends.onnxruntime", "onnx", (".onnx",), ("cpu", "cuda", "tensorrt"),
             ("fp32", "fp16", "int8"), needs_gpu=False, extra=None,
-            packages=("onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim"), row_tag="ort", int8_layout="ort-cpu"),
+            packages=("onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim"), row_tag="ort", int8_layout="ort-cpu",
+            kit_package="onnxruntime"),
     Backend("openvino", "rexnet_deploy.backends.openvino", "engine", (".xml",), ("cpu",),
             ("fp32", "fp16", "int8"), needs_gpu=False, extra="openvino", packages=("openvino", "nncf"),
-            row_tag="openvino", file_tag=".openvino", int8_layout="ort-cpu", own_int8="nncf"),
+            row_tag="openvino", file_tag=".openvino", int8_layout="ort-cpu", own_int8="nncf", kit_package="openvino"),
     Backend("tensorrt", "rexnet_deploy.backends.tensorrt", "engine", (".engine", ".plan"), ("cuda",),
             ("fp32", "fp16", "int8"), needs_gpu=True, extra="trt", packages=("tensorrt",), row_tag="trt",
             int8_layout="tensorrt"),
     Backend("executorch", "rexnet_deploy.backends.executorch", "engine", (".pte",), ("cpu",), ("fp32", "int8"),
             needs_gpu=False, extra="executorch", packages=("executorch", "torchao"), row_tag="executorch",
-            builds_from="checkpoint"),
+            builds_from="checkpoint", kit_package="executorch"),
 )}
 
 
@@ -99,6 +101,6 @@ def artifact_size_bytes(path: str | Path) -> int | None:
     return path.stat().st_size + sum(p.stat().st_size for p in extra if p.is_file())
 
 
-__all__ = ["BACKENDS", "ROLES", "Backend", "Runner", "RuntimeUnavailable", "TargetLayout", "artifact_size_bytes",
-           "backend_for", "builders", "evaluate", "get_backend", "int8_layouts", "open_runner", "side_files",
-           "topk_correct"]
+__all__ = ["BACKENDS", "ROLES", "ArtifactRecord", "Backend", "Runner", "RuntimeUnavailable", "TargetLayout",
+           "artifact_size_bytes", "backend_for", "builders", "evaluate", "get_backend", "int8_layouts", "open_runner",
+           "read_artifact", "side_files", "topk_correct"]

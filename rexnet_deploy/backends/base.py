@@ -86,6 +86,9 @@ class Backend:
     # the INT8 it quantizes itself from the FP32 ONNX on the calibration set (its build takes precision="int8"
     # and calibration images), named in the file's variant: int8-<own_int8>. OpenVINO: NNCF
     own_int8: str | None = None
+    # the pip distribution an application installs to run its files without rexnet-deploy (the bundle kit's
+    # README); None: the kit does not run them
+    kit_package: str | None = None
 
     @property
     def builds_from_onnx(self) -> bool:

@@ -240,7 +240,8 @@ class OnnxRuntimeRunner(Runner):
         self.input_type = self.session.get_inputs()[0].type
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        dtype = np.float16 if self.input_type == "tensor(float16)" else np.float32
+        # float16 files keep float32 I/O unless exported otherwise; an --embed-preprocess file takes uint8 pixels
+        dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(self.input_type, np.float32)
         out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=dtype)})[0]
         return out.astype(np.float32, copy=False)
 
@@ -248,3 +249,23 @@ class OnnxRuntimeRunner(Runner):
         extra = {"provider_options": self.provider_options} if self.provider_options else {}
         return {**super().describe(), "path": str(self.path), "providers": self.session.get_providers(),
                 "threads": self.threads, **extra}
+
+
+#: ``metadata_props`` the export stage stores as JSON text (the rest are plain strings)
+_JSON_METADATA = ("width", "input_size", "preprocess", "classes", "num_classes", "dataset_spec", "untrained",
+                  "checkpoint_metrics", "tool_versions")
+
+
+def recorded_metadata(path: Path) -> dict:
+    """What an ONNX file records in its ``metadata_props``, JSON values decoded."""
+    import json
+
+    from ..onnx_io import read_metadata
+
+    found: dict = {}
+    for key, value in read_metadata(path).items():
+        try:
+            found[key] = json.loads(value) if key in _JSON_METADATA and value else value
+        except ValueError:
+            found[key] = value
+    return found

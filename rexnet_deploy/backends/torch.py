@@ -107,3 +107,10 @@ class TorchRunner(Runner):
         return {**super().describe(), "device": str(self.device), "channels_last": self.channels_last,
                 "compile": self.compiled, "threads": torch.get_num_threads(), "mode": self.mode or "eager",
                 "autocast": "bfloat16" if self.mode == "bf16" else None}
+
+
+def recorded_metadata(path: Path) -> dict:
+    """What a checkpoint records besides its weights (model, classes, preprocessing, metrics, provenance)."""
+    from ..models.checkpoint import read_metadata
+
+    return read_metadata(path)

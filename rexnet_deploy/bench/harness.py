@@ -18,10 +18,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..artifacts import read_manifest_if_any
-from ..backends import Runner, RuntimeUnavailable, artifact_size_bytes, evaluate, open_runner
-from ..data import DatasetSpec, DataSplit, Preprocess, check_num_classes, load_split, recorded_spec, resolve_spec
+from ..backends import Runner, RuntimeUnavailable, artifact_size_bytes, evaluate, open_runner, read_artifact
+from ..data import DatasetSpec, DataSplit, check_num_classes, load_split, recorded_spec, resolve_spec
 from ..errors import UserError, first_line
-from ..onnx_io import onnx_precision, recorded_preprocess
+from ..onnx_io import onnx_precision
 from .machine import machine_facts
 from .results import check_out_dir, compare_rows, write_results
 from .suite import ArtifactSpec, ModelGroup, Suite
@@ -30,30 +30,17 @@ from .timing import Timing, measure_steps, merge_speed_entries, speed_entry
 SCHEMA_VERSION = 1
 
 
-def _recorded_preprocess(spec: ArtifactSpec, meta: dict) -> dict | None:
-    """The preprocessing the artifact says it was trained with: checkpoint metadata, manifest, ONNX metadata."""
-    if isinstance(meta.get("preprocess"), dict):
-        return meta["preprocess"]
-    if spec.kind == "onnx":
-        try:
-            return recorded_preprocess(spec.path)
-        except ValueError:
-            return None
-    return None
-
-
-def check_preprocess(spec: ArtifactSpec, meta: dict, dataset: DataSplit) -> bool:
-    """Refuse an artifact trained with other preprocessing than the dataset's; False when it records none."""
-    recorded = _recorded_preprocess(spec, meta)
-    if recorded is None:
-        return False
+def check_preprocess(spec: ArtifactSpec, dataset: DataSplit) -> bool:
+    """Refuse an artifact made with another preprocessing contract than the dataset's; False when it records none."""
     try:
-        theirs = Preprocess.from_dict(recorded)
-    except (KeyError, TypeError, ValueError):
+        theirs = read_artifact(spec.path, spec.kind).preprocess
+    except UserError:
+        return False
+    if theirs is None:
         return False
     if not theirs.matches(dataset.preprocess):
-        raise UserError(f"{spec.path} was made with preprocessing {theirs.to_dict()}, but {dataset.name} uses "
-                        f"{dataset.preprocess.to_dict()}: bench it on its own dataset (--dataset)")
+        raise UserError(f"{spec.path} was made with preprocessing {theirs.describe()}, but {dataset.name} uses "
+                        f"{dataset.preprocess.describe()}: bench it on its own dataset (--dataset)")
     return True
 
 
@@ -152,7 +139,7 @@ def open_and_evaluate(spec: ArtifactSpec, row: dict, dataset: DataSplit, suite: 
         runner = stack.enter_context(open_artifact(spec, suite.threads))
         row["precision"] = runner.precision
         row["runner"] = runner.describe()
-        row["preprocess_checked"] = check_preprocess(spec, runner.meta, dataset)
+        row["preprocess_checked"] = check_preprocess(spec, dataset)
         row["accuracy"] = evaluate(runner, dataset, batch_size=suite.eval_batch, limit=suite.eval_images,
                                    progress=progress)
     except Exception as exc:
@@ -189,25 +176,14 @@ def bench_group(group: ModelGroup, dataset: DataSplit, suite: Suite, progress: b
 
 
 def recorded_meta(spec: ArtifactSpec) -> dict:
-    """What an artifact file records about its model and data: its manifest, else ONNX ``metadata_props`` or
-    checkpoint metadata; {} for a file that records nothing (or cannot be read: its row reports that)."""
-    found = read_manifest_if_any(spec.path) if spec.path.exists() else {}
-    if recorded_spec(found) is not None or not spec.path.exists():
-        return found
+    """What an artifact file records about its model and data (:func:`~rexnet_deploy.backends.read_artifact`);
+    {} for a file that records nothing or cannot be read (its row reports that when it is opened)."""
+    if not spec.path.exists():
+        return {}
     try:
-        if spec.kind == "onnx":
-            from ..onnx_io import read_metadata
-
-            return {**found, **read_metadata(spec.path)}
-        if spec.kind == "checkpoint":
-            from ..models.checkpoint import read_metadata
-
-            return {**found, **read_metadata(spec.path)}
+        return read_artifact(spec.path, spec.kind).meta
     except UserError:
-        return found
-    except Exception:  # a foreign file: its row fails with the reason when it is opened
-        return found
-    return found
+        return {}
 
 
 def recorded_dataset(suite: Suite) -> tuple[dict, str] | None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ..artifacts import (
@@ -31,7 +32,7 @@ from ..artifacts import (
     write_json,
     write_manifest,
 )
-from ..backends import BACKENDS, Backend, evaluate, get_backend, open_runner
+from ..backends import BACKENDS, Backend, Runner, evaluate, get_backend, open_runner, read_artifact
 from ..data import DataSplit, ImageDataset, Preprocess, check_num_classes, load_split, recorded_spec, resolve_spec
 from ..errors import RuntimeUnavailable, UserError
 from ..export import DEFAULT_OPSET, export_onnx
@@ -39,6 +40,7 @@ from ..export.parity import check_parity, compare_logits, make_parity_batch, req
 from ..report import markdown_table
 from .auto import DEFAULT_BUDGET_POINTS, CandidateFile, auto_summary, candidates_markdown, measure_candidates
 from .build import build_engine
+from .kit import write_kit
 
 PRECISIONS = ("fp32", "fp16", "int8")
 AUTO = "auto"  # --precision auto: every precision, then the fastest file here within the accuracy budget
@@ -72,21 +74,20 @@ def load_source(model_name: str | None, width: float | None, checkpoint: str | P
     """The model from ``checkpoint`` (trained or pruned; name/width checked against it) or random weights."""
     from ..models import create_model, get_model_info, load_model
 
+    preprocess = None
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         model, meta = load_model(checkpoint, model_name, width)
         sha = sha256_file(checkpoint)
+        preprocess = read_artifact(checkpoint).preprocess
     else:
         model_name = model_name or DEFAULT_MODEL
         info = get_model_info(model_name)
         if width is None and info.width is None and model_name == DEFAULT_MODEL:
             width = DEFAULT_WIDTH
         model, meta, sha = create_model(model_name, width=width).eval(), {}, None
-    family = get_model_info(model.model_name).spec
-    if isinstance(meta.get("preprocess"), dict):
-        preprocess = Preprocess.from_dict(meta["preprocess"])
-    else:
-        preprocess = Preprocess(family.input_size[1], family.mean, family.std)
+    if preprocess is None:  # random weights or a foreign checkpoint: the family's own (timm's pretrained_cfg)
+        preprocess = get_model_info(model.model_name).spec.preprocess
     return ExportSource(model, model.model_name, float(model.width), checkpoint, sha, meta,
                         (3, preprocess.size, preprocess.size), preprocess)
 
@@ -157,9 +158,11 @@ def onnx_metadata(source: ExportSource, classes: Sequence[str], dataset: str | N
 
 
 def _class_names(source: ExportSource, split: DataSplit | None) -> list[str]:
+    """The checkpoint's class names, else the data's when it has as many, else ``0 … N-1``."""
     n = source.model.num_classes
-    if isinstance(source.meta.get("classes"), (list, tuple)) and len(source.meta["classes"]) == n:
-        return [str(c) for c in source.meta["classes"]]
+    recorded = read_artifact(source.checkpoint).classes if source.checkpoint else None
+    if recorded and len(recorded) == n:
+        return recorded
     if split is not None and split.num_classes == n:
         return list(split.classes)
     return [str(i) for i in range(n)]
@@ -247,6 +250,7 @@ class BundleRequest:
     int8_max_drop: float = 0.5  # top-1 points INT8 may lose before sensitive units stay in float
     deploy_batch: int = DEFAULT_DEPLOY_BATCH  # the batch --precision auto times every candidate at
     budget_points: float = DEFAULT_BUDGET_POINTS  # top-1 points the recommended file may lose against FP32
+    embed_preprocess: bool = False  # also an FP32 ONNX that takes uint8 NHWC pixels and normalises in its graph
     progress: bool = True
 
     @property
@@ -394,12 +398,16 @@ class _Writer:
             self._calibration = calib
         return self._calibration
 
-    def _accuracy(self, path: Path) -> dict | None:
+    def _accuracy(self, path: Path, runner: Runner | None = None) -> dict | None:
+        """Top-1/top-5 of ``path`` on the evaluation images (through ``runner`` when given, else its own)."""
         split, limit = self.plan.split, self.plan.request.eval_images
         if split is None or limit <= 0:
             return None
-        with open_runner(path) as runner:
+        if runner is not None:
             result = evaluate(runner, split, limit=limit, progress=self.plan.request.progress)
+        else:
+            with open_runner(path) as own:
+                result = evaluate(own, split, limit=limit, progress=self.plan.request.progress)
         return {**result, "split": f"{split.name}/{split.split}"}
 
     def add_onnx(self, key: str, path: Path, extra: dict[str, Any]) -> Path:
@@ -435,6 +443,8 @@ class _Writer:
         self.add_onnx("fp32", fp32, {"params": count_params(source.model),
                                      "macs": count_macs(source.model, source.input_size)})
         derived = {"source_onnx": fp32.name, "source_onnx_sha256": sha256_file(fp32)}
+        if request.embed_preprocess:
+            self.add_embedded(fp32, derived)
         if "fp16" in plan.precisions:
             self.bar.set_postfix_str("fp16 onnx")
             self.add_onnx("fp16", convert_fp16(fp32, self.tmp / f"{plan.base}.fp16.onnx", keep_io_types=True), derived)
@@ -447,6 +457,34 @@ class _Writer:
                 path = quantize_onnx(fp32, calib, self.tmp / f"{plan.base}.{key}.onnx", target=layout,
                                      max_drop=request.int8_max_drop, progress=request.progress, **measure)
                 self.add_onnx(key, path, derived)
+
+    def add_embedded(self, fp32: Path, derived: dict[str, Any]) -> None:
+        """``--embed-preprocess``: the FP32 file taking uint8 NHWC pixels, checked against the FP32 file fed by the
+        host contract on the same images (FP32 parity limits), its top-1 measured from the same pixels."""
+        from ..export.embed import embed_preprocess, pixels_of
+
+        plan = self.plan
+        contract = plan.source.preprocess
+        pixels = pixels_of(plan.batch.images, contract)
+        if pixels is None:
+            plan.skipped.append({"what": "fp32-uint8 (--embed-preprocess)",
+                                 "reason": f"its parity needs real images, not {plan.batch.source}"})
+            return
+        self.bar.set_postfix_str("fp32 uint8 onnx")
+        path = embed_preprocess(fp32, self.tmp / f"{plan.base}.fp32.uint8.onnx", contract)
+        with open_runner(fp32, role="onnx") as runner:
+            reference = runner.infer(plan.batch.images)
+        with open_runner(path, role="onnx") as runner:
+            parity = {**compare_logits(reference, runner.infer(pixels), "fp32"), "reference": fp32.name,
+                      "runtime": runner.backend, "inputs": plan.batch.source}
+            require_parity(parity, path.name, "nothing was written; drop --embed-preprocess to export the rest")
+            accuracy = self._accuracy(path, _PixelRunner(runner, contract))
+        write_manifest(path, {"kind": "onnx", **plan.common, "preprocess": contract.with_embedded().to_dict(),
+                              "precision": "fp32", "embedded_preprocess": True, "opset": plan.request.opset,
+                              **derived, "parity": parity, "accuracy": accuracy})
+        self.files.append({**_file_entry(path, _ONNX_RUNNERS[0], "fp32-uint8", parity, accuracy),
+                           "embedded_preprocess": True})
+        self.bar.update()
 
     def build_engines(self) -> None:
         plan = self.plan
@@ -498,6 +536,8 @@ class _Writer:
         own INT8 file in each mode that applies to it (``openvino-int8-nncf-bf16``: its float parts in BF16)."""
         out = []
         for f in self.files:
+            if f.get("embedded_preprocess"):  # takes pixels, not the images every candidate is timed on
+                continue
             backend = get_backend(f["backend"])
             name, path = f"{backend.row_tag}-{f['variant']}", self.tmp / f["file"]
             out.append(CandidateFile(name, path, role=backend.role))
@@ -586,6 +626,23 @@ class _Writer:
                                           if c["name"] == bundle["precision_auto"]["recommended"]), None)
         write_json(self.tmp / BUNDLE_JSON, bundle)
         (self.tmp / "bundle.md").write_text(bundle_markdown(bundle))
+        write_kit(self.tmp, bundle)
+
+
+class _PixelRunner(Runner):
+    """A uint8-input file evaluated on a split's normalised images: fed the pixels they came from."""
+
+    def __init__(self, inner: Runner, contract: Preprocess) -> None:
+        super().__init__(inner.precision)
+        self.inner, self.contract, self.backend = inner, contract, inner.backend
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        from ..export.embed import pixels_of
+
+        pixels = pixels_of(batch, self.contract)
+        if pixels is None:
+            raise UserError("the evaluation images are not pixels of the model's contract: drop --embed-preprocess")
+        return self.inner.infer(pixels)
 
 
 def export_bundle(request: BundleRequest) -> Path:

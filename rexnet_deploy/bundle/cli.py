@@ -44,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="test images each file's top-1 is measured on (0: skip)")
     p.add_argument("--int8-max-drop", type=float, default=0.5,
                    help="top-1 points INT8 may lose vs FP32 before sensitive layers are kept in float")
+    p.add_argument("--embed-preprocess", action="store_true",
+                   help="also write <model>.fp32.uint8.onnx: takes uint8 NHWC pixels at the model's size and scales "
+                        "and normalises inside its graph (resize/crop/pad stay on the host); OpenVINO runs the same "
+                        "ONNX (default: off)")
     p.set_defaults(func=run)
 
 
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset or DEFAULT_OPSET, dataset=args.dataset, data_dir=args.data_dir,
         calibration=args.calibration, engines=engines_arg(args.engines), parity_images=args.parity_images,
         eval_images=args.eval_images, int8_max_drop=args.int8_max_drop, deploy_batch=args.deploy_batch,
-        budget_points=args.budget))
+        budget_points=args.budget, embed_preprocess=args.embed_preprocess))
     bundle = read_bundle(out)
     if bundle["untrained"]:
         print("note: no --checkpoint: exported randomly initialised weights (for speed studies only); "

@@ -43,6 +43,11 @@ class CifarSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    @property
+    def preprocess(self) -> Preprocess:
+        """32×32 RGB as they are (an image of another size is resized to 32×32)."""
+        return Preprocess(32, self.mean, self.std, resize="exact", crop_pct=1.0, interpolation="bicubic")
+
 
 CIFAR = {
     "cifar10": CifarSpec("CIFAR-10", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
@@ -134,7 +139,7 @@ def load_cifar(name: str, split: str = "train", data_dir: str | Path | None = No
         raise UserError(f"{folder} has labels outside 0..{len(classes) - 1}: re-download it")
     return ImageDataset(name, "test" if split != "train" else "train",
                         torch.from_numpy(np.concatenate(images)).contiguous(), y, classes,
-                        Preprocess(32, spec.mean, spec.std))
+                        spec.preprocess)
 
 
 def download_cifar(name: str, data_dir: str | Path | None = None, *, url: str | None = None,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..preprocess import Preprocess
 
 if TYPE_CHECKING:
     from .spec import DatasetSpec
@@ -29,32 +30,10 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 # equal), computed once from the Debian package's idx files.
 FASHION_MNIST_MEAN = (0.2190, 0.2190, 0.2190)
 FASHION_MNIST_STD = (0.3318, 0.3318, 0.3318)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """What turns a uint8 image into the model's input; recorded in every manifest and compared."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def to_dict(self) -> dict:
-        return {"size": self.size, "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(int(d["size"]), tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
-
-    def matches(self, other: "Preprocess", tol: float = 1e-4) -> bool:
-        return self.size == other.size and all(
-            abs(a - b) <= tol for a, b in zip(self.mean + self.std, other.mean + other.std))
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW → normalised float32 NCHW (on the images' device)."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float().div_(255.0) - mean) / std
+# the images are 28×28 grey: repeated to RGB and zero-padded to 32 (an image of another size is first resized
+# to 28×28, so a user's own picture meets the model as the training images did)
+FASHION_MNIST_PREPROCESS = Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD, resize="pad", crop_pct=1.0,
+                                      interpolation="bilinear", source_size=28)
 
 
 @dataclass
@@ -88,7 +67,7 @@ class ImageDataset:
         if self.root is not None:
             found["root"] = str(self.root)
         if self.spec is not None and self.spec.name == "imagefolder":
-            found.update(crop_pct=self.spec.crop_pct, interpolation=self.spec.interpolation, in_memory=True)
+            found.update(in_memory=True)
         return found
 
     def select(self, indices) -> "ImageDataset":
@@ -140,7 +119,8 @@ def _find_idx(root: Path, stem: str) -> Path:
 
 
 def load_fashion_mnist(split: str = "train", data_dir: str | Path | None = None) -> ImageDataset:
-    """Fashion-MNIST as 32×32 RGB: zero-padded by 2 pixels and repeated over 3 channels.
+    """Fashion-MNIST as 32×32 RGB by its contract (:data:`FASHION_MNIST_PREPROCESS`): repeated over 3 channels,
+    zero-padded by 2 pixels.
 
     ``split``: ``train`` (60000) or ``test`` (10000). Looks in ``data_dir``, then
     ``$REXNET_DEPLOY_FMNIST``, then the Debian package's folder.
@@ -154,11 +134,9 @@ def load_fashion_mnist(split: str = "train", data_dir: str | Path | None = None)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise UserError(f"Fashion-MNIST files in {root} disagree (images {images.shape}, labels {labels.shape}): "
                         f"reinstall the dataset")
-    x = torch.from_numpy(np.pad(images, ((0, 0), (2, 2), (2, 2))))
-    x = x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    x = torch.from_numpy(FASHION_MNIST_PREPROCESS.pixels_batch(images)).permute(0, 3, 1, 2).contiguous()
     return ImageDataset("fashion_mnist", "test" if prefix == "t10k" else "train", x,
-                        torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES,
-                        Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD))
+                        torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES, FASHION_MNIST_PREPROCESS)
 
 
 def _cifar10(split: str, data_dir: str | Path | None = None) -> ImageDataset:
@@ -185,5 +163,5 @@ def load_dataset(name: str, split: str, data_dir: str | Path | None = None) -> I
     return loader(split, data_dir)
 
 
-__all__ = ["DATASETS", "FASHION_MNIST_CLASSES", "ImageDataset", "Preprocess", "load_dataset",
-           "load_fashion_mnist"]
+__all__ = ["DATASETS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_PREPROCESS", "ImageDataset", "Preprocess",
+           "load_dataset", "load_fashion_mnist"]

@@ -2,18 +2,17 @@
 
 A tree is scanned and checked first (both splits there, the same classes in each, no empty class
 folder). A tree small at its input size (:func:`fits_in_memory`: ≤ 64 px and ≤ 200k images) is then
-decoded once, through timm's evaluation transform without its normalisation (resize to
-``size / crop_pct``, center crop), into a uint8 :class:`~.datasets.ImageDataset` like the built-in
-datasets: it trains at in-memory speed and evaluates bit for bit as the streamed path would. A larger
-one (ImageNet) stays a :class:`FolderDataset` whose images DataLoader workers decode per item with
-timm's transforms (random resized crop, bicubic, RandAugment, random erasing for training; resize and
-center crop for evaluation), the pipeline the ReXNet authors trained with. Grey, palette and RGBA
-images are converted to RGB; a file that does not decode is named in one line.
+decoded once by the preprocessing contract's pixel stage (:meth:`~rexnet_deploy.preprocess.Preprocess.pixels`:
+the shorter side to ``size / crop_pct``, center crop; timm's evaluation transform op for op) into a uint8
+:class:`~.datasets.ImageDataset` like the built-in datasets: it trains at in-memory speed and evaluates bit for
+bit as the streamed path would. A larger one (ImageNet) stays a :class:`FolderDataset` whose images DataLoader
+workers decode per item: timm's training transforms (random resized crop, bicubic, RandAugment, random erasing),
+the pipeline the ReXNet authors trained with, and the contract for evaluation. Grey, palette and RGBA images
+are converted to RGB by the contract's colour rule; a file that does not decode is named in one line.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -27,13 +26,12 @@ import torch
 import torch.utils.data
 
 from ..errors import UserError, first_line
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
-from .datasets import ImageDataset, Preprocess
+from ..preprocess import IMAGE_EXTENSIONS, Preprocess
+from .datasets import ImageDataset
 
 if TYPE_CHECKING:
     from .spec import DatasetSpec
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val")
 IN_MEMORY_MAX_SIZE = 64  # px: a tree decoded at this input size or less is held in memory ...
 IN_MEMORY_MAX_IMAGES = 200_000  # ... when it has at most this many images (64 px: 2.4 GB of uint8)
@@ -49,17 +47,12 @@ def _undecodable(path: str, exc: Exception) -> UserError:
 
 
 def _load_rgb(path: str):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with open(path, "rb") as f:
-            image = Image.open(f)
-            image.load()
+        return Preprocess.load_image(path)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise _undecodable(path, exc) from None
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")  # PIL warns when a palette image with transparency goes straight to RGB
-    return image.convert("RGB")
 
 
 def worker_errors(loader):
@@ -81,65 +74,20 @@ def worker_errors(loader):
             signal.signal(signal.SIGCHLD, signal.SIG_DFL if before is None else before)
 
 
-def eval_transform(preprocess: Preprocess, crop_pct: float, interpolation: str, normalise: bool = True):
-    """timm's evaluation transform (resize the shorter side to ``size / crop_pct``, center crop, to tensor,
-    normalise), built from torchvision directly; ``normalise=False``: uint8 CHW out (what an in-memory tree
-    holds). The same ops in the same order as ``timm.data.create_transform(..., is_training=False)``."""
-    from torchvision import transforms
-    from torchvision.transforms import InterpolationMode
+class ContractTransform:
+    """The evaluation transform of a streamed split: the preprocessing contract on one decoded image
+    (pixels, then scaling and mean/std), as a float32 CHW tensor; picklable for DataLoader workers."""
 
-    try:
-        mode = InterpolationMode(interpolation)
-    except ValueError:
-        raise UserError(f"interpolation {interpolation!r} is not one of bilinear, bicubic, nearest, lanczos") from None
-    steps = [transforms.Resize(resize_size(preprocess.size, crop_pct), interpolation=mode),
-             transforms.CenterCrop(preprocess.size)]
-    if normalise:
-        steps += [transforms.ToTensor(), transforms.Normalize(preprocess.mean, preprocess.std)]
-    else:
-        steps.append(transforms.PILToTensor())
-    return transforms.Compose(steps)
+    def __init__(self, preprocess: Preprocess) -> None:
+        self.preprocess = preprocess
 
-
-def resize_size(size: int, crop_pct: float) -> int:
-    """The shorter side images are resized to before the center crop (timm's rule)."""
-    return math.floor(size / crop_pct)
-
-
-_PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
-
-
-def pil_eval_uint8(image, size: int, crop_pct: float, interpolation: str) -> torch.Tensor:
-    """:func:`eval_transform` without normalisation, in PIL alone (torchvision's PIL path, op for op): uint8 CHW.
-
-    Saves importing torchvision (seconds) in the stages that only read a small tree.
-    """
-    import numpy as np
-
-    if interpolation not in _PIL_FILTERS:
-        raise UserError(f"interpolation {interpolation!r} is not one of {', '.join(_PIL_FILTERS)}")
-    short_side = resize_size(size, crop_pct)
-    w, h = image.size
-    short, long = (w, h) if w <= h else (h, w)
-    if short != short_side:
-        new_short, new_long = short_side, int(short_side * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-        image = image.resize((new_w, new_h), _PIL_FILTERS[interpolation])
-        w, h = new_w, new_h
-    if w < size or h < size:  # torchvision pads a too-small image with zeros before cropping
-        from PIL import Image
-
-        canvas = Image.new("RGB", (max(w, size), max(h, size)))
-        canvas.paste(image, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
-        image, (w, h) = canvas, canvas.size
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    image = image.crop((left, top, left + size, top + size))
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    def __call__(self, image) -> torch.Tensor:
+        return torch.from_numpy(self.preprocess.to_input(self.preprocess.pixels(image)[None])[0])
 
 
 @dataclass
 class FolderDataset:
-    """One split of an ImageFolder tree, streamed; ``preprocess`` is the evaluation input (size, mean, std)."""
+    """One split of an ImageFolder tree, streamed; ``preprocess`` is the evaluation contract."""
 
     name: str
     split: str
@@ -147,8 +95,6 @@ class FolderDataset:
     classes: tuple[str, ...]
     samples: list[tuple[str, int]]
     preprocess: Preprocess
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
     spec: DatasetSpec | None = None
     workers: int = DEFAULT_WORKERS
     in_memory: bool = field(default=False, init=False)
@@ -166,14 +112,13 @@ class FolderDataset:
 
     def describe(self) -> dict:
         return {"dataset": self.name, "split": self.split, "root": str(self.root), "num_images": len(self),
-                "preprocess": self.preprocess.to_dict(), "crop_pct": self.crop_pct,
-                "interpolation": self.interpolation, "in_memory": False, "classes": list(self.classes)}
+                "preprocess": self.preprocess.to_dict(), "in_memory": False, "classes": list(self.classes)}
 
     def select(self, indices) -> "FolderDataset":
         """These images (a sequence or tensor of indices), in that order."""
         keep = [int(i) for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices)]
         return FolderDataset(self.name, self.split, self.root, self.classes, [self.samples[i] for i in keep],
-                             self.preprocess, self.crop_pct, self.interpolation, self.spec, self.workers)
+                             self.preprocess, self.spec, self.workers)
 
     def subset(self, count: int, seed: int = 0) -> "FolderDataset":
         """``count`` images drawn at random (fixed by ``seed``), in their original order."""
@@ -184,14 +129,14 @@ class FolderDataset:
 
     def transform(self, training: bool, *, auto_augment: str | None = None, random_erasing: float = 0.0,
                   hflip: float = 0.5):
-        """timm's train or eval transform for this split's input size and normalisation."""
+        """timm's train transform for this split's input size and normalisation; the contract for evaluation."""
+        if not training:
+            return ContractTransform(self.preprocess)
         from timm.data import create_transform
 
-        if training:
-            return create_transform(self.preprocess.size, is_training=True, hflip=hflip, auto_augment=auto_augment,
-                                    interpolation=self.interpolation, mean=self.preprocess.mean,
-                                    std=self.preprocess.std, re_prob=random_erasing, re_mode="pixel")
-        return eval_transform(self.preprocess, self.crop_pct, self.interpolation)
+        return create_transform(self.preprocess.size, is_training=True, hflip=hflip, auto_augment=auto_augment,
+                                interpolation=self.preprocess.interpolation, mean=self.preprocess.mean,
+                                std=self.preprocess.std, re_prob=random_erasing, re_mode="pixel")
 
     def torch_dataset(self, transform) -> "FolderItems":
         """A map-style dataset yielding (transformed image, label)."""
@@ -316,7 +261,7 @@ def _stamp(samples: list[tuple[str, int]]) -> tuple:
     return tuple(stats)
 
 
-def _decode_all(samples: list[tuple[str, int]], preprocess: Preprocess, crop_pct: float, interpolation: str,
+def _decode_all(samples: list[tuple[str, int]], preprocess: Preprocess,
                 workers: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """uint8 [N, 3, size, size] and the largest (width, height) met, decoded by DataLoader workers."""
     class Decode(torch.utils.data.Dataset):
@@ -325,7 +270,7 @@ def _decode_all(samples: list[tuple[str, int]], preprocess: Preprocess, crop_pct
 
         def __getitem__(self, index: int):
             image = _load_rgb(samples[index][0])
-            return pil_eval_uint8(image, preprocess.size, crop_pct, interpolation), torch.tensor(image.size)
+            return torch.from_numpy(preprocess.pixels(image)).permute(2, 0, 1), torch.tensor(image.size)
 
     images = torch.empty(len(samples), 3, preprocess.size, preprocess.size, dtype=torch.uint8)
     largest = torch.zeros(2, dtype=torch.int64)
@@ -338,10 +283,10 @@ def _decode_all(samples: list[tuple[str, int]], preprocess: Preprocess, crop_pct
     return images, (int(largest[0]), int(largest[1]))
 
 
-def _decoded(samples, preprocess: Preprocess, crop_pct: float, interpolation: str, workers: int):
-    key = (_stamp(samples), preprocess.size, crop_pct, interpolation)
+def _decoded(samples, preprocess: Preprocess, workers: int):
+    key = (_stamp(samples), preprocess)
     if key not in _DECODED:
-        _DECODED[key] = _decode_all(samples, preprocess, crop_pct, interpolation, workers)
+        _DECODED[key] = _decode_all(samples, preprocess, workers)
         while len(_DECODED) > 4:
             _DECODED.popitem(last=False)
     _DECODED.move_to_end(key)
@@ -377,30 +322,29 @@ def _note_small(split_root: Path, largest: tuple[int, int], size: int, every: bo
           f"their size", file=sys.stderr)
 
 
-def load_image_folder(data_dir: str | Path, split: str, *, input_size: int = 224, crop_pct: float = 0.875,
-                      interpolation: str = "bicubic", mean: tuple[float, float, float] = IMAGENET_MEAN,
-                      std: tuple[float, float, float] = IMAGENET_STD, in_memory: bool | None = None,
+def load_image_folder(data_dir: str | Path, split: str, preprocess: Preprocess, *, in_memory: bool | None = None,
                       workers: int = DEFAULT_WORKERS, spec: DatasetSpec | None = None) -> ImageDataset | FolderDataset:
-    """One split of ``<data_dir>/<split>/<class>/*.png``: in memory (uint8) when it fits, else streamed.
+    """One split of ``<data_dir>/<split>/<class>/*.png`` under the contract ``preprocess``: in memory (uint8)
+    when it fits, else streamed.
 
     ``in_memory`` None decides by :func:`fits_in_memory`. One-line errors for a missing or malformed tree
     or a file that does not decode (an in-memory tree is decoded here, so that happens before any work).
     """
     root, classes, samples = scan_split(data_dir, split)
-    preprocess = Preprocess(input_size, tuple(mean), tuple(std))
-    hold = fits_in_memory(input_size, len(samples)) if in_memory is None else in_memory
+    size = preprocess.size
+    hold = fits_in_memory(size, len(samples)) if in_memory is None else in_memory
     if not hold:
-        _note_small(root, _largest_header(samples), input_size, every=False)
-        return FolderDataset("imagefolder", split, root, classes, samples, preprocess, crop_pct, interpolation, spec,
-                             workers)
-    images, largest = _decoded(samples, preprocess, crop_pct, interpolation, workers)
-    _note_small(root, largest, input_size, every=True)
+        _note_small(root, _largest_header(samples), size, every=False)
+        return FolderDataset("imagefolder", split, root, classes, samples, preprocess, spec, workers)
+    images, largest = _decoded(samples, preprocess, workers)
+    _note_small(root, largest, size, every=True)
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return ImageDataset("imagefolder", split, images, labels, classes, preprocess, spec=spec, root=root)
 
 
-def load_image_folder_splits(data_dir: str | Path, **kwargs) -> tuple[ImageDataset | FolderDataset,
-                                                                     ImageDataset | FolderDataset]:
+def load_image_folder_splits(data_dir: str | Path, preprocess: Preprocess,
+                             **kwargs) -> tuple[ImageDataset | FolderDataset, ImageDataset | FolderDataset]:
     """train/ and val/ of one tree, checked to name the same classes."""
     check_same_classes(check_root(data_dir))
-    return load_image_folder(data_dir, "train", **kwargs), load_image_folder(data_dir, "val", **kwargs)
+    return (load_image_folder(data_dir, "train", preprocess, **kwargs),
+            load_image_folder(data_dir, "val", preprocess, **kwargs))

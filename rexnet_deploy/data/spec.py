@@ -17,7 +17,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
-from .datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, Preprocess
+from ..preprocess import Preprocess
+from .datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_PREPROCESS
 
 BUILTIN = ("fashion_mnist", "cifar10", "cifar100")
 IMAGEFOLDER = "imagefolder"
@@ -27,10 +28,10 @@ DEFAULT_INPUT_SIZE = 224  # an ImageFolder spec made without a model: the ImageN
 
 def _builtin_preprocess(name: str) -> Preprocess:
     if name == "fashion_mnist":
-        return Preprocess(32, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+        return FASHION_MNIST_PREPROCESS
     from .cifar import CIFAR
 
-    return Preprocess(32, CIFAR[name].mean, CIFAR[name].std)
+    return CIFAR[name].preprocess
 
 
 def check_name(name: str) -> str:
@@ -54,8 +55,8 @@ class DatasetSpec:
 
     ``folder``: where its files are (an ImageFolder's root; None: a built-in dataset's default place).
     ``classes``: the class names, once known (a spec read from a checkpoint has them; a fresh one gets them
-    from the data). ``preprocess``: size, mean, std (fixed for the built-in datasets); ``crop_pct`` and
-    ``interpolation``: how an ImageFolder image is resized and center-cropped to that size. ``in_memory``:
+    from the data). ``preprocess``: the whole preprocessing contract (fixed for the built-in datasets; an
+    ImageFolder's resize, crop_pct and interpolation live there too). ``in_memory``:
     None decides by size (small trees are decoded once into memory). ``origin`` names where the spec was
     read (a checkpoint), for error messages only.
     """
@@ -64,8 +65,6 @@ class DatasetSpec:
     folder: str | None = None
     preprocess: Preprocess | None = None
     classes: tuple[str, ...] | None = None
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
     in_memory: bool | None = field(default=None, compare=False)
     origin: str | None = field(default=None, compare=False)
 
@@ -74,22 +73,34 @@ class DatasetSpec:
         return self.preprocess.size if self.preprocess is not None else DEFAULT_INPUT_SIZE
 
     @property
+    def crop_pct(self) -> float:
+        return self.preprocess.crop_pct if self.preprocess is not None else 0.875
+
+    @property
+    def interpolation(self) -> str:
+        return self.preprocess.interpolation if self.preprocess is not None else "bicubic"
+
+    @property
     def is_folder(self) -> bool:
         return self.name == IMAGEFOLDER
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "folder": self.folder, "classes": list(self.classes) if self.classes else None,
                 "input_size": self.input_size,
-                "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None,
-                "crop_pct": self.crop_pct, "interpolation": self.interpolation}
+                "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], origin: str | None = None) -> "DatasetSpec":
         try:
-            preprocess = Preprocess.from_dict(d["preprocess"]) if d.get("preprocess") else None
+            # a record older than the contract kept crop_pct/interpolation beside the preprocessing
+            raw = {"crop_pct": d.get("crop_pct", 0.875), "interpolation": d.get("interpolation", "bicubic"),
+                   **d["preprocess"]} if d.get("preprocess") else None
+            name = check_name(str(d["name"]))
+            # a built-in dataset's preprocessing is fixed by its name (older records held only size/mean/std)
+            preprocess = _builtin_preprocess(name) if name in BUILTIN else Preprocess.from_dict(raw) if raw else None
             classes = tuple(str(c) for c in d["classes"]) if d.get("classes") else None
-            return cls(check_name(str(d["name"])), str(d["folder"]) if d.get("folder") else None, preprocess,
-                       classes, float(d.get("crop_pct", 0.875)), str(d.get("interpolation", "bicubic")), origin=origin)
+            return cls(name, str(d["folder"]) if d.get("folder") else None, preprocess,
+                       classes, origin=origin)
         except (KeyError, TypeError, ValueError):
             where = origin or "the file"
             raise UserError(f"{where} records an unreadable dataset spec ({str(d)[:80]}): pass --dataset and "
@@ -127,11 +138,12 @@ def dataset_spec(name: str, folder: str | Path | None = None, *, input_size: int
         raise UserError("dataset imagefolder needs --data-dir (a folder with train/ and val/, one sub-folder of "
                         "images per class)")
     size = input_size if input_size is not None else model_input_size(model)
-    if not 0 < crop_pct <= 1:
-        raise UserError(f"crop_pct {crop_pct} must lie in (0, 1]")
-    preprocess = Preprocess(int(size), tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD))
-    return DatasetSpec(IMAGEFOLDER, str(Path(folder).resolve()), preprocess, None, crop_pct, interpolation,
-                       in_memory=in_memory)
+    try:
+        preprocess = Preprocess(int(size), tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD),
+                                crop_pct=crop_pct, interpolation=interpolation)
+    except ValueError as exc:
+        raise UserError(f"{exc}: fix the recipe's crop_pct/interpolation") from None
+    return DatasetSpec(IMAGEFOLDER, str(Path(folder).resolve()), preprocess, None, in_memory=in_memory)
 
 
 def _json(value: Any) -> Any:
@@ -166,15 +178,16 @@ def recorded_spec(meta: dict[str, Any], origin: str | None = None) -> DatasetSpe
     preprocess = None
     if isinstance(meta.get("preprocess"), dict):
         try:
-            preprocess = Preprocess.from_dict(meta["preprocess"])
+            preprocess = Preprocess.from_dict({"crop_pct": meta.get("crop_pct", 0.875),
+                                               "interpolation": meta.get("interpolation", "bicubic"),
+                                               **meta["preprocess"]})
         except (KeyError, TypeError, ValueError):
             preprocess = None
     if name != IMAGEFOLDER:
-        preprocess = preprocess or _builtin_preprocess(name)
+        preprocess = _builtin_preprocess(name)
     classes = meta.get("classes")
     classes = tuple(str(c) for c in classes) if isinstance(classes, (list, tuple)) and classes else None
-    return DatasetSpec(name, None, preprocess, classes, float(meta.get("crop_pct", 0.875)),
-                       str(meta.get("interpolation", "bicubic")), origin=origin)
+    return DatasetSpec(name, None, preprocess, classes, origin=origin)
 
 
 def resolve_spec(meta: dict[str, Any] | None, *, dataset: str | None = None, data_dir: str | Path | None = None,
@@ -215,9 +228,9 @@ def resolve_spec(meta: dict[str, Any] | None, *, dataset: str | None = None, dat
                         f"val/, one sub-folder of images per class")
     if same and recorded.preprocess is not None and input_size in (None, recorded.preprocess.size):
         return DatasetSpec(IMAGEFOLDER, str(Path(folder).resolve()), recorded.preprocess, recorded.classes,
-                           recorded.crop_pct, recorded.interpolation, origin=origin)
-    spec = dataset_spec(IMAGEFOLDER, folder, input_size=input_size, model=model)
+                           origin=origin)
     if same:
-        spec = spec.replace(classes=recorded.classes, crop_pct=recorded.crop_pct,
+        spec = dataset_spec(IMAGEFOLDER, folder, input_size=input_size, model=model, crop_pct=recorded.crop_pct,
                             interpolation=recorded.interpolation)
-    return spec.replace(origin=origin)
+        return spec.replace(classes=recorded.classes, origin=origin)
+    return dataset_spec(IMAGEFOLDER, folder, input_size=input_size, model=model).replace(origin=origin)

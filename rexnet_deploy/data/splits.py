@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 from ..errors import UserError
-from .datasets import DATASETS, ImageDataset, Preprocess, load_dataset
+from ..preprocess import Preprocess
+from .datasets import DATASETS, ImageDataset, load_dataset
 from .spec import IMAGEFOLDER, DatasetSpec, dataset_spec
 
 if TYPE_CHECKING:
@@ -114,19 +115,15 @@ def split_spec(split: DataSplit) -> DatasetSpec:
     root = getattr(split, "root", None)
     if root is None:
         return dataset_spec(split.name).replace(classes=tuple(split.classes))
-    return DatasetSpec(IMAGEFOLDER, str(Path(root).parent.resolve()), split.preprocess, tuple(split.classes),
-                       getattr(split, "crop_pct", 0.875), getattr(split, "interpolation", "bicubic"))
+    return DatasetSpec(IMAGEFOLDER, str(Path(root).parent.resolve()), split.preprocess, tuple(split.classes))
 
 
 def data_record(split: DataSplit) -> dict[str, Any]:
     """What a checkpoint or manifest records about the data it was made from: ``dataset_spec`` (how later
-    stages find the data) beside the flat ``dataset``/``preprocess``/``classes`` keys older files have."""
+    stages find the data), the whole preprocessing contract and the class names."""
     spec = split_spec(split)
-    record = {"dataset": split.name, "dataset_spec": spec.to_dict(), "preprocess": split.preprocess.to_dict(),
-              "classes": list(split.classes)}
-    if spec.is_folder:
-        record.update(crop_pct=spec.crop_pct, interpolation=spec.interpolation)
-    return record
+    return {"dataset": split.name, "dataset_spec": spec.to_dict(), "preprocess": split.preprocess.to_dict(),
+            "classes": list(split.classes)}
 
 
 def _load(spec: DatasetSpec, split: str, download: bool, workers: int | None) -> DataSplit:
@@ -135,11 +132,8 @@ def _load(spec: DatasetSpec, split: str, download: bool, workers: int | None) ->
 
         root = check_root(spec.folder)
         check_same_classes(root)
-        pre = spec.preprocess
-        data = load_image_folder(root, "train" if split == "train" else "val", input_size=pre.size,
-                                 crop_pct=spec.crop_pct, interpolation=spec.interpolation, mean=pre.mean, std=pre.std,
-                                 in_memory=spec.in_memory,
-                                 workers=DEFAULT_WORKERS if workers is None else workers)
+        data = load_image_folder(root, "train" if split == "train" else "val", spec.preprocess,
+                                 in_memory=spec.in_memory, workers=DEFAULT_WORKERS if workers is None else workers)
     else:
         if download:
             if not spec.name.startswith("cifar"):

@@ -8,7 +8,6 @@ class; FP16 and INT8 must mostly pick the same class (their accuracy is measured
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backends import open_runner
-from ..data import DataSplit, Preprocess, load_split, recorded_spec, resolve_spec
+from ..backends import open_runner, read_artifact
+from ..data import DataSplit, load_split, recorded_spec, resolve_spec
 from ..errors import CheckFailed, UserError
-from ..onnx_io import input_shape, onnx_precision, read_metadata
+from ..onnx_io import input_shape, onnx_precision
 
 
 @dataclass(frozen=True)
@@ -70,11 +69,12 @@ def onnx_parity_batch(onnx_path: str | Path, num_images: int = 128, data_dir: st
     """Parity inputs for a file exported by rexnet-deploy: the validation images of the dataset it records
     (an ImageFolder tree's ``val/`` too, preprocessed as recorded) when that data is there and fits, else
     random inputs (the reason is recorded)."""
-    meta = read_metadata(onnx_path)
+    record = read_artifact(onnx_path, "onnx")
+    meta = record.meta
     try:
-        input_size = tuple(json.loads(meta["input_size"]))
-        preprocess = Preprocess.from_dict(json.loads(meta["preprocess"]))
-    except (KeyError, ValueError, TypeError):
+        input_size = tuple(int(v) for v in meta["input_size"])
+        preprocess = record.require_preprocess()
+    except (KeyError, ValueError, TypeError, UserError):
         dims = input_shape(onnx_path)[1:]
         if len(dims) != 3 or not all(isinstance(d, int) and d > 0 for d in dims):
             raise UserError(f"{onnx_path} records no input size and its input is {dims}: export it with "

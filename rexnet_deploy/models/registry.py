@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..preprocess import Preprocess
 from .checkpoint import extract_state_dict, load_state_dict_checked, read_checkpoint
 from .rexnet import CIFAR_STRIDES, ChannelPlan, ReXNet, rexnet_lite_plan, rexnet_plan
 
@@ -28,6 +29,14 @@ class Family:
     std: tuple[float, float, float]
     num_classes: int
     default_width: float
+    resize: str = "shorter-side-crop"  # timm's pretrained_cfg for ImageNet ReXNets: crop_pct 0.875, bicubic
+    crop_pct: float = 0.875
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The family's own preprocessing contract (a model that records none takes it)."""
+        return Preprocess(self.input_size[1], self.mean, self.std, resize=self.resize, crop_pct=self.crop_pct,
+                          interpolation="bicubic")
 
 
 FAMILIES: dict[str, Family] = {
@@ -35,7 +44,7 @@ FAMILIES: dict[str, Family] = {
     "rexnet_lite": Family("rexnet_lite", "lite", rexnet_lite_plan, (3, 224, 224), IMAGENET_MEAN, IMAGENET_STD,
                           1000, 1.0),
     "rexnet_tiny_cifar": Family("rexnet_tiny_cifar", "tiny_cifar", lambda w: rexnet_plan(w, CIFAR_STRIDES),
-                                (3, 32, 32), CIFAR_MEAN, CIFAR_STD, 10, 0.7),
+                                (3, 32, 32), CIFAR_MEAN, CIFAR_STD, 10, 0.7, resize="exact", crop_pct=1.0),
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..artifacts import atomic_path, sha256_file, write_json, write_manifest
-from ..data import DataSplit, Preprocess, check_num_classes, data_record, load_split, recipe_spec, resolve_spec
+from ..data import DataSplit, check_num_classes, data_record, load_split, recipe_spec, recorded_spec, resolve_spec
 from ..errors import UserError
 from ..models import count_macs, count_params, get_model_info, load_model, save_model_checkpoint
 from ..models.checkpoint import read_checkpoint
@@ -209,9 +209,11 @@ def _load_inputs(request: PruneRequest, device: str) -> _Inputs:
     if spec is not None:
         test_set = load_split(spec, "val")
         check_num_classes(test_set, source.num_classes, origin)
-        if "preprocess" in meta and not Preprocess.from_dict(meta["preprocess"]).matches(test_set.preprocess):
-            raise UserError(f"{checkpoint} was trained with preprocessing {meta['preprocess']}, but {spec.name} "
-                            f"uses {test_set.preprocess.to_dict()}: pass the dataset it was trained on")
+        trained = recorded_spec(meta, origin)
+        if trained is not None and trained.preprocess is not None and \
+                not trained.preprocess.matches(test_set.preprocess):
+            raise UserError(f"{checkpoint} was trained with preprocessing {trained.preprocess.describe()}, but "
+                            f"{spec.name} uses {test_set.preprocess.describe()}: pass the dataset it was trained on")
         if request.importance == "taylor" or recipe is not None:
             train_set = load_split(test_set.spec, "train")
     size = test_set.preprocess.size if test_set is not None else \

@@ -19,7 +19,6 @@ from ..artifacts import atomic_path, manifest_path, read_manifest, sha256_file, 
 from ..data import DatasetSpec, Preprocess, calibration_draw, dataset_spec
 from ..data import stratified_indices as stratified_indices  # re-exported: its home before the data layer
 from ..errors import UserError, first_line, require_file
-from ..onnx_io import recorded_preprocess
 
 DEFAULT_NUM_IMAGES = 512
 # Activation ranges from a handful of images depend on which images were drawn more than on the data
@@ -149,23 +148,12 @@ def _describe(p: Preprocess) -> str:
 
 
 def onnx_preprocess(onnx_path: str | Path, required: bool = True) -> Preprocess | None:
-    """The preprocessing an exported model expects (its manifest's, else its ``metadata_props``').
+    """The preprocessing contract an exported model records (:func:`~rexnet_deploy.backends.read_artifact`).
 
     A file that records none is refused, or None when ``required`` is False; an unreadable record is refused.
     """
+    from ..backends import read_artifact
+
     onnx_path = require_file(onnx_path, "ONNX file", "check the path or run `rexnet-deploy export`")
-    try:
-        found = recorded_preprocess(onnx_path)
-    except ValueError as exc:
-        raise UserError(f"{onnx_path} records an unreadable preprocess ({first_line(exc, 80)}): re-export it") from None
-    except Exception as exc:  # onnx raises DecodeError and friends for foreign files
-        raise UserError(f"{onnx_path} is not a readable ONNX model ({type(exc).__name__}): re-export it") from None
-    if found is None and not required:
-        return None
-    if found is None:
-        raise UserError(f"{onnx_path} records no preprocessing (no `preprocess` in {manifest_path(onnx_path).name} "
-                        f"or its metadata): re-export it with `rexnet-deploy export`")
-    try:
-        return Preprocess.from_dict(found)
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{onnx_path} records an unreadable preprocess {str(found)[:80]!r}: re-export it") from None
+    record = read_artifact(onnx_path)
+    return record.require_preprocess() if required else record.preprocess
