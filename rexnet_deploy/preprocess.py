@@ -13,8 +13,12 @@ runs the code the tool measured its accuracy with.
 
 from __future__ import annotations
 
+import glob
 import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -202,3 +206,21 @@ def to_rgb(image: Any) -> Any:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # Pillow warns when a palette image with transparency goes straight to RGB
     return image.convert("RGB")
+
+
+def find_image_files(inputs: Sequence[str]) -> list[Path]:
+    """The image files ``inputs`` name: files as given, folders searched recursively (sorted), glob patterns
+    expanded, each file once; ``FileNotFoundError`` naming an input that is none of these."""
+    found: list[Path] = []
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(given):
+            found += sorted(Path(p) for p in glob.glob(given, recursive=True)
+                            if os.path.isfile(p) and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            raise FileNotFoundError(f"{given} does not exist")
+    return list(dict.fromkeys(found))

@@ -8,9 +8,7 @@ does not decode becomes that file's error row and the others are still classifie
 from __future__ import annotations
 
 import csv
-import glob
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,7 @@ from tqdm.auto import tqdm
 from ..artifacts import atomic_path
 from ..backends import open_runner, read_artifact
 from ..errors import UserError, first_line
-from ..preprocess import IMAGE_EXTENSIONS, Preprocess
+from ..preprocess import IMAGE_EXTENSIONS, Preprocess, find_image_files
 
 DEFAULT_BATCH = 32
 DEFAULT_TOP_K = 5
@@ -57,24 +55,16 @@ class Predictions:
 
 
 def find_images(inputs: Sequence[str]) -> list[Path]:
-    """The image files ``inputs`` name: files as given, folders searched recursively (sorted), glob patterns
-    expanded; one line when an input matches nothing or no image is found."""
-    found: list[Path] = []
-    for given in inputs:
-        path = Path(given)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif path.is_file():
-            found.append(path)
-        elif glob.has_magic(given):
-            found += sorted(Path(p) for p in glob.glob(given, recursive=True)
-                            if os.path.isfile(p) and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            raise UserError(f"{given} does not exist: pass image files, folders or glob patterns")
+    """The image files ``inputs`` name (:func:`~rexnet_deploy.preprocess.find_image_files`); one line when an input
+    is missing or no image is found."""
+    try:
+        found = find_image_files(inputs)
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc}: pass image files, folders or glob patterns") from None
     if not found:
         raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(inputs)}: pass image files, "
                         f"folders holding them or a glob pattern")
-    return list(dict.fromkeys(found))
+    return found
 
 
 def _decoded(paths: Sequence[Path], preprocess: Preprocess) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:

@@ -20,7 +20,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from preprocess import IMAGE_EXTENSIONS, Preprocess  # noqa: E402 — the contract ships beside this script
+from preprocess import Preprocess, find_image_files  # noqa: E402 — the contract ships beside this script
 
 
 def load_bundle(folder: Path = HERE) -> dict:
@@ -94,19 +94,6 @@ class Model:
         return np.concatenate(out)
 
 
-def find_images(inputs: list[str]) -> list[Path]:
-    found: list[Path] = []
-    for given in inputs:
-        path = Path(given)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise SystemExit(f"predict.py: {given} does not exist")
-    return found
-
-
 def classify(model: Model, preprocess: Preprocess, classes: list[str], paths: list[Path], *, batch_size: int = 32,
              top_k: int = 3) -> list[dict]:
     """One record per image: ``image``, ``topk`` [(class, probability)], or ``error``."""
@@ -137,7 +124,7 @@ def classify(model: Model, preprocess: Preprocess, classes: list[str], paths: li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    parser.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     parser.add_argument("--model", help="the model file in this bundle (default: the recommended one, else FP32 ONNX)")
     parser.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per inference call (default 32)")
@@ -153,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     manifest = model_path.with_name(model_path.name + ".json")
     if manifest.is_file():
         preprocess = Preprocess.from_dict(json.loads(manifest.read_text()).get("preprocess", bundle["preprocess"]))
-    paths = find_images(args.paths)
+    try:
+        paths = find_image_files(args.paths)
+    except FileNotFoundError as exc:
+        print(f"predict.py: {exc}", file=sys.stderr)
+        return 2
     if not paths:
         print("predict.py: no image files found", file=sys.stderr)
         return 2
