@@ -98,6 +98,41 @@ def test_package_import_graph_has_no_cycles():
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph))
 
 
+# ARCHITECTURE.md's layer table, top row first: a package imports from its own row and the rows above only
+LAYERS = [
+    {"errors", "hardware", "artifacts", "onnx_io", "report", "cli_args", "preprocess", "stages"},
+    {"models"},
+    {"data"},
+    {"backends"},
+    {"train", "prune"},
+    {"export", "quant"},
+    {"bench"},
+    {"bundle"},
+    {"pipeline", "predict", "experiments"},
+    {"cli", "__main__"},
+]
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a lower row's package (``a → b``: a is above b in LAYERS), and every unplaced package."""
+    row = {name: i for i, names in enumerate(LAYERS) for name in names}
+    short = {node: node.split(".", 1)[1] for node in graph}
+    found = [f"{short[node]} is in no row of LAYERS" for node in graph if short[node] not in row]
+    found += [f"{short[a]} (row {row[short[a]]}) imports {short[b]} (row {row[short[b]]})"
+              for a in graph for b in graph[a]
+              if short[a] in row and b in short and short[b] in row and row[short[b]] > row[short[a]]]
+    return sorted(found)
+
+
+def test_the_layer_check_catches_a_lower_layer_import():
+    assert layer_violations({"rexnet_deploy.data": {"rexnet_deploy.bench"}, "rexnet_deploy.bench": set()}) == [
+        "data (row 2) imports bench (row 6)"]
+
+
+def test_packages_import_only_their_own_layer_and_the_layers_above():
+    assert not layer_violations(package_graph())
+
+
 def test_onnx_io_is_a_leaf():
     imported = {m.split(".")[0] for m in ast.walk(ast.parse((PACKAGE / "onnx_io.py").read_text()))
                 for m in ([a.name for a in m.names] if isinstance(m, ast.Import) else

@@ -14,6 +14,7 @@ import tempfile
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from ..artifacts import ensure_writable_dir
 from ..errors import UserError
 from ..models.registry import CIFAR_MEAN, CIFAR_STD
 from .datasets import ImageDataset, Preprocess
+
+if TYPE_CHECKING:
+    from .spec import DatasetSpec
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -186,3 +190,20 @@ def download_cifar(name: str, data_dir: str | Path | None = None, *, url: str | 
                             f"archive; nothing was kept")
         os.replace(extracted / spec.folder, target)
     return target
+
+
+def load_format(name: str, spec: DatasetSpec, split: str, workers: int | None = None) -> ImageDataset:
+    """The dataset-format table's loader for CIFAR-10/100 (``val`` is the test split)."""
+    return load_cifar(name, split, spec.folder)
+
+
+def format_preprocess(name: str) -> Preprocess:
+    return _spec(name).preprocess
+
+
+def format_classes(name: str) -> None:
+    return None  # read from the dataset's own meta file
+
+
+def download_format(name: str, folder: str | Path | None) -> None:
+    download_cifar(name, folder)

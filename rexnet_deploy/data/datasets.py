@@ -66,7 +66,7 @@ class ImageDataset:
                  "preprocess": self.preprocess.to_dict(), "classes": list(self.classes)}
         if self.root is not None:
             found["root"] = str(self.root)
-        if self.spec is not None and self.spec.name == "imagefolder":
+        if self.spec is not None and self.spec.is_folder:
             found.update(in_memory=True)
         return found
 
@@ -139,29 +139,29 @@ def load_fashion_mnist(split: str = "train", data_dir: str | Path | None = None)
                         torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES, FASHION_MNIST_PREPROCESS)
 
 
-def _cifar10(split: str, data_dir: str | Path | None = None) -> ImageDataset:
-    from .cifar import load_cifar
-
-    return load_cifar("cifar10", split, data_dir)
-
-
-def _cifar100(split: str, data_dir: str | Path | None = None) -> ImageDataset:
-    from .cifar import load_cifar
-
-    return load_cifar("cifar100", split, data_dir)
+def load_format(name: str, spec: DatasetSpec, split: str, workers: int | None = None) -> ImageDataset:
+    """The dataset-format table's loader for Fashion-MNIST (``val`` is the test split)."""
+    return load_fashion_mnist(split, spec.folder)
 
 
-DATASETS = {"fashion_mnist": load_fashion_mnist, "cifar10": _cifar10, "cifar100": _cifar100}
+def format_preprocess(name: str) -> Preprocess:
+    return FASHION_MNIST_PREPROCESS
+
+
+def format_classes(name: str) -> tuple[str, ...]:
+    return FASHION_MNIST_CLASSES
 
 
 def load_dataset(name: str, split: str, data_dir: str | Path | None = None) -> ImageDataset:
-    """Load a registered in-memory dataset split by name."""
-    try:
-        loader = DATASETS[name]
-    except KeyError:
-        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}") from None
-    return loader(split, data_dir)
+    """A built-in dataset's split by name (``train``, ``test``/``val``), through the dataset-format table."""
+    from .formats import get_format
+    from .spec import dataset_spec
+
+    fmt = get_format(name)
+    if fmt.user_tree:
+        raise UserError(f"{name} is a tree of your own images: load it with load_split(dataset_spec({name!r}, DIR))")
+    return fmt.load(dataset_spec(name, data_dir), "train" if split == "train" else "val", None)
 
 
-__all__ = ["DATASETS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_PREPROCESS", "ImageDataset", "Preprocess",
-           "load_dataset", "load_fashion_mnist"]
+__all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_PREPROCESS", "ImageDataset", "Preprocess", "load_dataset",
+           "load_fashion_mnist"]

@@ -322,6 +322,9 @@ def _note_small(split_root: Path, largest: tuple[int, int], size: int, every: bo
           f"their size", file=sys.stderr)
 
 
+FORMAT = "imagefolder"  # its row in the dataset-format table
+
+
 def load_image_folder(data_dir: str | Path, split: str, preprocess: Preprocess, *, in_memory: bool | None = None,
                       workers: int = DEFAULT_WORKERS, spec: DatasetSpec | None = None) -> ImageDataset | FolderDataset:
     """One split of ``<data_dir>/<split>/<class>/*.png`` under the contract ``preprocess``: in memory (uint8)
@@ -335,11 +338,11 @@ def load_image_folder(data_dir: str | Path, split: str, preprocess: Preprocess, 
     hold = fits_in_memory(size, len(samples)) if in_memory is None else in_memory
     if not hold:
         _note_small(root, _largest_header(samples), size, every=False)
-        return FolderDataset("imagefolder", split, root, classes, samples, preprocess, spec, workers)
+        return FolderDataset(FORMAT, split, root, classes, samples, preprocess, spec, workers)
     images, largest = _decoded(samples, preprocess, workers)
     _note_small(root, largest, size, every=True)
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
-    return ImageDataset("imagefolder", split, images, labels, classes, preprocess, spec=spec, root=root)
+    return ImageDataset(FORMAT, split, images, labels, classes, preprocess, spec=spec, root=root)
 
 
 def load_image_folder_splits(data_dir: str | Path, preprocess: Preprocess,
@@ -348,3 +351,11 @@ def load_image_folder_splits(data_dir: str | Path, preprocess: Preprocess,
     check_same_classes(check_root(data_dir))
     return (load_image_folder(data_dir, "train", preprocess, **kwargs),
             load_image_folder(data_dir, "val", preprocess, **kwargs))
+
+
+def load_format(name: str, spec: DatasetSpec, split: str, workers: int | None = None) -> ImageDataset | FolderDataset:
+    """The dataset-format table's loader: one split of the tree ``spec`` names, checked first."""
+    root = check_root(spec.folder)
+    check_same_classes(root)
+    return load_image_folder(root, split, spec.preprocess, in_memory=spec.in_memory,
+                             workers=DEFAULT_WORKERS if workers is None else workers)

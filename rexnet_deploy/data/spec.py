@@ -18,26 +18,13 @@ from typing import Any
 from ..errors import UserError
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..preprocess import Preprocess
-from .datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_PREPROCESS
+from .formats import DATASET_FORMATS, get_format
 
-BUILTIN = ("fashion_mnist", "cifar10", "cifar100")
-IMAGEFOLDER = "imagefolder"
-NAMES = (*BUILTIN, IMAGEFOLDER)
-DEFAULT_INPUT_SIZE = 224  # an ImageFolder spec made without a model: the ImageNet families' size
-
-
-def _builtin_preprocess(name: str) -> Preprocess:
-    if name == "fashion_mnist":
-        return FASHION_MNIST_PREPROCESS
-    from .cifar import CIFAR
-
-    return CIFAR[name].preprocess
+DEFAULT_INPUT_SIZE = 224  # a user's tree described without a model: the ImageNet families' size
 
 
 def check_name(name: str) -> str:
-    if name not in NAMES:
-        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(NAMES)}")
-    return name
+    return get_format(name).name
 
 
 def model_input_size(model_name: str | None) -> int:
@@ -82,7 +69,8 @@ class DatasetSpec:
 
     @property
     def is_folder(self) -> bool:
-        return self.name == IMAGEFOLDER
+        """A tree of the user's own images (the format's ``user_tree``): its folder, size and normalisation vary."""
+        return get_format(self.name).user_tree
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "folder": self.folder, "classes": list(self.classes) if self.classes else None,
@@ -97,7 +85,8 @@ class DatasetSpec:
                    **d["preprocess"]} if d.get("preprocess") else None
             name = check_name(str(d["name"]))
             # a built-in dataset's preprocessing is fixed by its name (older records held only size/mean/std)
-            preprocess = _builtin_preprocess(name) if name in BUILTIN else Preprocess.from_dict(raw) if raw else None
+            fmt = get_format(name)
+            preprocess = fmt.fixed_preprocess() if not fmt.user_tree else Preprocess.from_dict(raw) if raw else None
             classes = tuple(str(c) for c in d["classes"]) if d.get("classes") else None
             return cls(name, str(d["folder"]) if d.get("folder") else None, preprocess,
                        classes, origin=origin)
@@ -115,35 +104,39 @@ class DatasetSpec:
         return f"{self.name}{where}" + (f" ({self.input_size} px)" if self.is_folder else "")
 
 
+def tree_preprocess(crop_pct: float = 0.875, interpolation: str = "bicubic", size: int = DEFAULT_INPUT_SIZE,
+                    ) -> Preprocess:
+    """A tree of the user's images under ImageNet's normalisation, resized and center-cropped as a recipe says."""
+    try:
+        return Preprocess(size, IMAGENET_MEAN, IMAGENET_STD, crop_pct=crop_pct, interpolation=interpolation)
+    except ValueError as exc:
+        raise UserError(f"{exc}: fix the recipe's crop_pct/interpolation") from None
+
+
 def dataset_spec(name: str, folder: str | Path | None = None, *, input_size: int | None = None,
-                 model: str | None = None, crop_pct: float = 0.875, interpolation: str = "bicubic",
-                 mean: tuple[float, float, float] | None = None, std: tuple[float, float, float] | None = None,
+                 model: str | None = None, like: Preprocess | None = None,
                  in_memory: bool | None = None) -> DatasetSpec:
     """The spec command-line flags describe: ``--dataset``, ``--data-dir``, ``--input-size`` (and the model).
 
-    A built-in dataset has its own size (32) and normalisation. An ImageFolder needs its folder; its input
-    size defaults to ``model``'s own (32 for tiny-cifar, 224 for V1/Lite), its normalisation to ImageNet's.
+    A built-in format has its own size, preprocessing and classes. A tree of the user's images needs its folder;
+    its input size defaults to ``model``'s own (32 for tiny-cifar, 224 for V1/Lite), its resize rule, crop and
+    normalisation to ``like``'s (a recipe's or a checkpoint's contract), else ImageNet's center crop.
     """
-    check_name(name)
     if input_size is not None and input_size < 8:
         raise UserError(f"--input-size {input_size} is too small: give at least 8 (pixels)")
-    if name != IMAGEFOLDER:
-        fixed = _builtin_preprocess(name)
+    fmt = get_format(name)
+    if not fmt.user_tree:
+        fixed = fmt.fixed_preprocess()
         if input_size is not None and input_size != fixed.size:
-            raise UserError(f"{name} images are {fixed.size}×{fixed.size}: --input-size applies to imagefolder "
-                            f"datasets only; drop it")
-        return DatasetSpec(name, str(folder) if folder else None, fixed,
-                           FASHION_MNIST_CLASSES if name == "fashion_mnist" else None, in_memory=True)
+            raise UserError(f"{name} images are {fixed.size}×{fixed.size}: --input-size applies to a tree of your "
+                            f"own images only; drop it")
+        return DatasetSpec(name, str(folder) if folder else None, fixed, fmt.fixed_classes(), in_memory=True)
     if not folder:
-        raise UserError("dataset imagefolder needs --data-dir (a folder with train/ and val/, one sub-folder of "
-                        "images per class)")
-    size = input_size if input_size is not None else model_input_size(model)
-    try:
-        preprocess = Preprocess(int(size), tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD),
-                                crop_pct=crop_pct, interpolation=interpolation)
-    except ValueError as exc:
-        raise UserError(f"{exc}: fix the recipe's crop_pct/interpolation") from None
-    return DatasetSpec(IMAGEFOLDER, str(Path(folder).resolve()), preprocess, None, in_memory=in_memory)
+        raise UserError(f"dataset {name} needs --data-dir ({fmt.description})")
+    size = int(input_size if input_size is not None else model_input_size(model))
+    like = like or tree_preprocess(size=size)
+    return DatasetSpec(name, str(Path(folder).resolve()), dataclasses.replace(like, size=size), None,
+                       in_memory=in_memory)
 
 
 def _json(value: Any) -> Any:
@@ -173,7 +166,7 @@ def recorded_spec(meta: dict[str, Any], origin: str | None = None) -> DatasetSpe
     name = meta.get("dataset")
     if isinstance(name, dict):  # an older bench-results style record
         name = name.get("dataset")
-    if not name or name not in NAMES:
+    if not name or not isinstance(name, str) or name not in DATASET_FORMATS:
         return None
     preprocess = None
     if isinstance(meta.get("preprocess"), dict):
@@ -183,8 +176,8 @@ def recorded_spec(meta: dict[str, Any], origin: str | None = None) -> DatasetSpe
                                                **meta["preprocess"]})
         except (KeyError, TypeError, ValueError):
             preprocess = None
-    if name != IMAGEFOLDER:
-        preprocess = _builtin_preprocess(name)
+    if not get_format(name).user_tree:
+        preprocess = get_format(name).fixed_preprocess()
     classes = meta.get("classes")
     classes = tuple(str(c) for c in classes) if isinstance(classes, (list, tuple)) and classes else None
     return DatasetSpec(name, None, preprocess, classes, origin=origin)
@@ -206,9 +199,9 @@ def resolve_spec(meta: dict[str, Any] | None, *, dataset: str | None = None, dat
         if required:
             raise UserError(f"{origin or 'the model'} records no dataset: pass --dataset (and --data-dir)")
         return None
-    check_name(name)
+    fmt = get_format(name)
     same = recorded is not None and recorded.name == name
-    if name != IMAGEFOLDER:
+    if not fmt.user_tree:
         spec = dataset_spec(name, data_dir or (recorded.folder if same else None), input_size=input_size)
         if same and recorded.classes:
             spec = spec.replace(classes=recorded.classes)
@@ -218,8 +211,7 @@ def resolve_spec(meta: dict[str, Any] | None, *, dataset: str | None = None, dat
         if same:
             raise UserError(f"{origin or 'the model'} was trained on an ImageFolder tree but does not record where: "
                             f"pass --data-dir to the folder with train/ and val/")
-        raise UserError("dataset imagefolder needs --data-dir (a folder with train/ and val/, one sub-folder of "
-                        "images per class)")
+        raise UserError(f"dataset {name} needs --data-dir ({fmt.description})")
     if not Path(folder).is_dir():
         if data_dir is None:
             raise UserError(f"{origin or 'the model'} was trained on the ImageFolder tree {folder}, which is not there "
@@ -227,10 +219,8 @@ def resolve_spec(meta: dict[str, Any] | None, *, dataset: str | None = None, dat
         raise UserError(f"ImageFolder root {folder} does not exist: --data-dir must be a folder holding train/ and "
                         f"val/, one sub-folder of images per class")
     if same and recorded.preprocess is not None and input_size in (None, recorded.preprocess.size):
-        return DatasetSpec(IMAGEFOLDER, str(Path(folder).resolve()), recorded.preprocess, recorded.classes,
-                           origin=origin)
+        return DatasetSpec(name, str(Path(folder).resolve()), recorded.preprocess, recorded.classes, origin=origin)
     if same:
-        spec = dataset_spec(IMAGEFOLDER, folder, input_size=input_size, model=model, crop_pct=recorded.crop_pct,
-                            interpolation=recorded.interpolation)
+        spec = dataset_spec(name, folder, input_size=input_size, model=model, like=recorded.preprocess)
         return spec.replace(classes=recorded.classes, origin=origin)
-    return dataset_spec(IMAGEFOLDER, folder, input_size=input_size, model=model).replace(origin=origin)
+    return dataset_spec(name, folder, input_size=input_size, model=model).replace(origin=origin)

@@ -18,8 +18,9 @@ import torch
 
 from ..errors import UserError
 from ..preprocess import Preprocess
-from .datasets import DATASETS, ImageDataset, load_dataset
-from .spec import IMAGEFOLDER, DatasetSpec, dataset_spec
+from .datasets import ImageDataset
+from .formats import get_format
+from .spec import DatasetSpec, dataset_spec, tree_preprocess
 
 if TYPE_CHECKING:
     from .imagefolder import FolderDataset
@@ -115,7 +116,7 @@ def split_spec(split: DataSplit) -> DatasetSpec:
     root = getattr(split, "root", None)
     if root is None:
         return dataset_spec(split.name).replace(classes=tuple(split.classes))
-    return DatasetSpec(IMAGEFOLDER, str(Path(root).parent.resolve()), split.preprocess, tuple(split.classes))
+    return DatasetSpec(split.name, str(Path(root).parent.resolve()), split.preprocess, tuple(split.classes))
 
 
 def data_record(split: DataSplit) -> dict[str, Any]:
@@ -127,22 +128,10 @@ def data_record(split: DataSplit) -> dict[str, Any]:
 
 
 def _load(spec: DatasetSpec, split: str, download: bool, workers: int | None) -> DataSplit:
-    if spec.is_folder:
-        from .imagefolder import DEFAULT_WORKERS, check_root, check_same_classes, load_image_folder
-
-        root = check_root(spec.folder)
-        check_same_classes(root)
-        data = load_image_folder(root, "train" if split == "train" else "val", spec.preprocess,
-                                 in_memory=spec.in_memory, workers=DEFAULT_WORKERS if workers is None else workers)
-    else:
-        if download:
-            if not spec.name.startswith("cifar"):
-                raise UserError(f"--download fetches CIFAR only; {spec.name} is installed otherwise "
-                                f"(Fashion-MNIST: apt-get install dataset-fashion-mnist)")
-            from .cifar import download_cifar
-
-            download_cifar(spec.name, spec.folder)
-        data = load_dataset(spec.name, "train" if split == "train" else "test", spec.folder)
+    fmt = get_format(spec.name)
+    if download:
+        fmt.download(spec.folder)
+    data = fmt.load(spec, "train" if split == "train" else "val", workers)
     check_classes(data, spec)
     full = spec.replace(classes=tuple(data.classes), origin=None)
     data.spec = full
@@ -202,13 +191,11 @@ class Processes(Protocol):
 def recipe_spec(recipe: DataSpecLike, data_dir: str | Path | None = None) -> DatasetSpec:
     """The spec a recipe and ``--data-dir`` describe; an ImageFolder's input size defaults to the model's own."""
     name = recipe.dataset
-    if name not in (*DATASETS, IMAGEFOLDER):
-        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} or imagefolder")
-    if name != IMAGEFOLDER:
+    if not get_format(name).user_tree:
         return dataset_spec(name, data_dir)
     return dataset_spec(name, data_dir, input_size=getattr(recipe, "input_size", None),
-                        model=getattr(recipe, "model", None), crop_pct=recipe.crop_pct,
-                        interpolation=recipe.interpolation)
+                        model=getattr(recipe, "model", None),
+                        like=tree_preprocess(recipe.crop_pct, recipe.interpolation))
 
 
 def load_datasets(recipe: DataSpecLike, data_dir: str | Path | None = None, *, download: bool = False,

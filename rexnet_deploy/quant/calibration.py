@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_path, manifest_path, read_manifest, sha256_file, write_manifest
-from ..data import DatasetSpec, Preprocess, calibration_draw, dataset_spec
+from ..data import DatasetSpec, Preprocess, calibration_draw, dataset_spec, get_format
 from ..data import stratified_indices as stratified_indices  # re-exported: its home before the data layer
 from ..errors import UserError, first_line, require_file
 
@@ -48,9 +48,9 @@ def calibration_spec(dataset: str | DatasetSpec, data_dir: str | Path | None = N
     """A spec as given, or a built-in dataset's by name (an ImageFolder needs a spec: it has no fixed size)."""
     if isinstance(dataset, DatasetSpec):
         return dataset
-    if dataset == "imagefolder":
-        raise UserError("an ImageFolder calibration set needs its input size: pass --checkpoint (its model's) or "
-                        "--input-size")
+    if get_format(dataset).user_tree:
+        raise UserError(f"a calibration set of {dataset} needs its input size: pass --checkpoint (its model's) or "
+                        f"--input-size")
     return dataset_spec(dataset, data_dir)
 
 
