@@ -7,6 +7,7 @@ depends on these flags (VNNI, AMX, native BF16), so every speed figure names the
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -27,6 +28,22 @@ def cpu_model() -> str:
         if line.startswith(("model name", "Model")):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=1)
+def physical_cores() -> int:
+    """Physical cores (distinct physical id + core id in /proc/cpuinfo), else the logical CPU count: the thread
+    count ONNX Runtime's intra-op pool takes by default."""
+    cores, block = set(), {}
+    for line in (*_cpuinfo().splitlines(), ""):
+        if not line.strip():
+            if "core id" in block:
+                cores.add((block.get("physical id"), block["core id"]))
+            block = {}
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            block[key.strip()] = value.strip()
+    return len(cores) or os.cpu_count() or 1
 
 
 @functools.lru_cache(maxsize=1)

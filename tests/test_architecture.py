@@ -133,6 +133,25 @@ def test_packages_import_only_their_own_layer_and_the_layers_above():
     assert not layer_violations(package_graph())
 
 
+def test_functions_a_reader_can_follow():
+    """No function over 60 lines or 8 parameters (self/cls not counted) in the stage packages: a request object
+    carries what a function would otherwise forward."""
+    offenders = []
+    for package in ("bundle", "quant", "prune", "data"):
+        for path in sorted((PACKAGE / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                a = node.args
+                params = [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg))]
+                count = len([p for p in params if p.arg not in ("self", "cls")])
+                length = node.end_lineno - node.lineno + 1
+                if length > 60 or count > 8:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines, "
+                                     f"{count} parameters")
+    assert not offenders, offenders
+
+
 def test_onnx_io_is_a_leaf():
     imported = {m.split(".")[0] for m in ast.walk(ast.parse((PACKAGE / "onnx_io.py").read_text()))
                 for m in ([a.name for a in m.names] if isinstance(m, ast.Import) else

@@ -16,6 +16,7 @@ import yaml
 from conftest import ROOT, run_cli
 
 from rexnet_deploy.artifacts import read_manifest
+from rexnet_deploy.backends import Runner
 from rexnet_deploy.bench import (
     SCHEMA_PATH,
     Timing,
@@ -58,12 +59,26 @@ def test_measure_steps_warms_up_then_times_the_asked_number_of_steps():
         Timing(rounds=0)
 
 
-class _LoggingRunner:
+def test_a_queued_step_is_timed_from_the_first_start_to_the_last_completion():
+    """``drain`` (a runner's wait_all): untimed after the warm-up, so the timed run starts with nothing in flight,
+    then timed after the last step and added to it, so img/s counts each batch up to its completion."""
+    events: list[str] = []
+
+    def drain():
+        events.append("drain")
+        time.sleep(0.05)
+
+    times, warmed = measure_steps(lambda: events.append("step"), Timing(warmup_steps=2, warmup_seconds=0, steps=4,
+                                                                        min_steps=4, max_seconds=100), drain=drain)
+    assert events == ["step", "step", "drain", "step", "step", "step", "step", "drain"] and warmed == 2
+    assert len(times) == 4 and times[-1] >= 50 and max(times[:-1]) < 40
+
+
+class _LoggingRunner(Runner):
     """Stands for a runner in the scheduling tests below: each call logs its name and takes ``step()`` ms."""
 
-    on_gpu = False
-
     def __init__(self, name: str, log: list, step=lambda: 0.0, fail_on_call: int | None = None) -> None:
+        super().__init__()
         self.name, self.log, self.step, self.fail_on_call = name, log, step, fail_on_call
 
     def infer(self, batch):

@@ -168,10 +168,10 @@ def test_int8_of_a_trained_model_keeps_its_accuracy(fmnist_trained, tmp_path):
 
 
 def test_pruned_checkpoint_exports_with_its_channel_plan(tmp_path, fmnist_available):
-    from rexnet_deploy.prune import prune_model
+    from rexnet_deploy.prune import PruneSpec, prune_model
 
     model = randomize_bn(create_model("rexnet", width=0.5, num_classes=10))
-    pruned = prune_model(model, macs_ratio=0.6, example_input=torch.zeros(1, 3, 32, 32))
+    pruned = prune_model(model, PruneSpec(macs_ratio=0.6), example_input=torch.zeros(1, 3, 32, 32))
     test = load_fashion_mnist("test")
     ckpt = save_model_checkpoint(pruned, tmp_path / "pruned.pt", dataset="fashion_mnist",
                                  preprocess=test.preprocess.to_dict())

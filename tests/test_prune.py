@@ -18,7 +18,7 @@ from rexnet_deploy.export import export_onnx
 from rexnet_deploy.models import count_macs, count_params, create_model, load_model, save_model_checkpoint
 from rexnet_deploy.models.checkpoint import read_checkpoint
 from rexnet_deploy.models.rexnet import ChannelPlan, ReXNet
-from rexnet_deploy.prune import prune_model, prune_outcome, read_plan, widths_off_multiple
+from rexnet_deploy.prune import PruneSpec, prune_model, prune_outcome, read_plan, widths_off_multiple
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -141,7 +141,8 @@ def pruned_case():
             model = _test_model(name, width)
             x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(1))
             labels = torch.arange(4) % 10
-            cache[case] = model, prune_outcome(model, example_input=x[:1], taylor_batch=(x, labels), **kwargs), x
+            cache[case] = model, prune_outcome(model, PruneSpec(**kwargs), example_input=x[:1],
+                                               taylor_batch=(x, labels)), x
         return cache[case]
 
     return get
@@ -199,7 +200,7 @@ def _group_width(plan, name: str) -> int:
 ])
 def test_width_prune_loads_into_the_registry_model(tmp_path, source, src_width, width, target):
     model = randomize_bn(create_model(source, width=src_width, num_classes=10))
-    pruned = prune_model(model, width=width, example_input=torch.randn(1, 3, 32, 32))
+    pruned = prune_model(model, PruneSpec(width=width), example_input=torch.randn(1, 3, 32, 32))
     path = save_model_checkpoint(pruned, tmp_path / "pruned.pt")
     assert "plan" not in read_checkpoint(path)  # it is the standard plan of that width
     name, tw = target
@@ -256,21 +257,21 @@ def test_api_refuses_bad_requests():
     model = create_model("rexnet_tiny_cifar", width=0.5)
     x = torch.randn(1, 3, 16, 16)
     with pytest.raises(UserError, match="not narrower"):
-        prune_model(model, width=0.7, example_input=x)
+        prune_model(model, PruneSpec(width=0.7), example_input=x)
     for ratio in (0.0, 1.0, 1.5, -0.2):
         with pytest.raises(UserError, match=r"outside \(0, 1\)"):
-            prune_model(model, macs_ratio=ratio, example_input=x)
+            prune_model(model, PruneSpec(macs_ratio=ratio), example_input=x)
     with pytest.raises(UserError, match="exactly one"):
-        prune_model(model, width=0.3, macs_ratio=0.5, example_input=x)
+        prune_model(model, PruneSpec(width=0.3, macs_ratio=0.5), example_input=x)
     with pytest.raises(UserError, match="unknown importance"):
-        prune_model(model, width=0.3, importance="l3", example_input=x)
+        prune_model(model, PruneSpec(width=0.3, importance="l3"), example_input=x)
 
 
 def test_width_plan_out_of_reach_of_a_budget_pruned_model_is_refused(pruned_case):
     _, outcome, x = pruned_case(BUDGET_CASE)  # rexnet 0.5 at half the MACs: stem 32 → fewer
     assert outcome.model.plan.stem < 32
     with pytest.raises(UserError, match=r"the width-0.45 plan needs 32 channels where stem has \d+"):
-        prune_model(outcome.model, width=0.45, example_input=x[:1])
+        prune_model(outcome.model, PruneSpec(width=0.45), example_input=x[:1])
 
 
 def _one_line_exit_2(result) -> str:

@@ -18,7 +18,14 @@ from rexnet_deploy.data import Preprocess, load_fashion_mnist
 from rexnet_deploy.errors import UserError
 from rexnet_deploy.export import export_onnx
 from rexnet_deploy.models import load_model
-from rexnet_deploy.quant import CalibrationSet, build_calibration_set, convert_fp16, onnx_preprocess, quantize_onnx
+from rexnet_deploy.quant import (
+    AccuracyBudget,
+    CalibrationSet,
+    build_calibration_set,
+    convert_fp16,
+    onnx_preprocess,
+    quantize_onnx,
+)
 from rexnet_deploy.quant.calibration import stratified_indices
 from rexnet_deploy.quant.int8 import quantizable_units
 
@@ -79,7 +86,7 @@ def test_calibration_set_is_stratified_seeded_and_preprocessed_as_evaluation(fmn
 
 def test_int8_ort_cpu_runs_in_onnxruntime_within_one_point(fp32_onnx, calib, test_split, tmp_path):
     out = quantize_onnx(fp32_onnx, calib, tmp_path / "int8.onnx", method="minmax", target="ort-cpu",
-                        eval_set=test_split, eval_images=EVAL_IMAGES, progress=False)
+                        budget=AccuracyBudget(test_split, EVAL_IMAGES), progress=False)
     fp32_top1, int8_top1 = _top1(fp32_onnx, test_split), _top1(out, test_split)
     assert fp32_top1 > 50, "the shared fixture should be a trained model"
     assert abs(fp32_top1 - int8_top1) <= 1.0, (fp32_top1, int8_top1)
@@ -141,8 +148,8 @@ def outlier_onnx(fmnist_trained, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fallback_int8(outlier_onnx, calib, test_split, tmp_path_factory):
     return quantize_onnx(outlier_onnx, calib, tmp_path_factory.mktemp("fallback") / "fallback.onnx",
-                         target="ort-cpu", eval_set=test_split, eval_images=500, max_drop=FALLBACK_MAX_DROP,
-                         max_float_units=4, progress=False)
+                         target="ort-cpu", budget=AccuracyBudget(test_split, 500, FALLBACK_MAX_DROP, 4),
+                         progress=False)
 
 
 def test_sensitivity_ranking_finds_the_outlier(fallback_int8, outlier_onnx, tmp_path):

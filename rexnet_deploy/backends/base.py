@@ -111,6 +111,14 @@ class Backend:
         the parts left in float compute in."""
         return dict(getattr(self.impl(), "OWN_INT8_MODES", {})) if self.own_int8 else {}
 
+    def own_int8_variants(self) -> dict[str, str]:
+        """Its own INT8 files by variant (``int8-nncf``, ``int8-nncf-pointwise``) → the scope each is quantized in
+        (its module's ``INT8_SCOPES``; the first, the default, names the unsuffixed variant); {} without own INT8."""
+        if not self.own_int8:
+            return {}
+        scopes = list(getattr(self.impl(), "INT8_SCOPES", {"all": ""}))
+        return {f"int8-{self.own_int8}" + (f"-{scope}" if i else ""): scope for i, scope in enumerate(scopes)}
+
     def unavailable_reason(self, device: str | None = None) -> str | None:
         return self.impl().unavailable_reason(device or self.devices[0])
 
@@ -145,6 +153,23 @@ class Runner(abc.ABC):
     def infer_tensor(self, batch: Any) -> Any:
         """Logits for a tensor already on the runner's device; GPU runners override it (what GPU timing needs)."""
         raise NotImplementedError(f"{type(self).__name__} takes numpy batches only")
+
+    def submit(self, batch: np.ndarray) -> None:
+        """Start inference of one batch for throughput timing, its logits unread; the caller keeps ``batch``
+        unchanged until :meth:`wait_all`.
+
+        A runner with an asynchronous queue (OpenVINO's ``AsyncInferQueue``) returns as soon as a request is
+        free, so several batches are in flight, as the runtime's own benchmark runs them; this default runs the
+        batch to completion (one request).
+        """
+        self.infer(batch)
+
+    def wait_all(self) -> None:
+        """Wait until every batch :meth:`submit` started has finished (nothing to wait for by default)."""
+
+    def requests_in_flight(self, batch_size: int) -> int:
+        """How many batches :meth:`submit` keeps in flight at once at this batch size (1: each runs to completion)."""
+        return 1
 
     @property
     def on_gpu(self) -> bool:

@@ -466,6 +466,7 @@ class ExecuTorchRunner(Runner):
         self.program = None
 
     def describe(self) -> dict:
-        return {**super().describe(), "path": str(self.path), "device": "CPU", "delegate": DELEGATE,
+        # one request: a Method runs one batch at a time on the process-wide pool XNNPACK is bound to
+        return {**super().describe(), "path": str(self.path), "device": "CPU", "delegate": DELEGATE, "requests": 1,
                 "threads": self.threads, "threads_requested": self.threads_requested,
                 "batch": {"dynamic": self.dynamic, "min": self.min_batch, "max": self.max_batch}, **_versions()}

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..artifacts import sha256_file
 from ..errors import RuntimeUnavailable, UserError, first_line, require_file
+from ..hardware import physical_cores
 from ..onnx_io import onnx_precision
 from .base import Runner, TargetLayout
 from .tensorrt import DEFAULT_BATCHES, cache_key, cache_root
@@ -34,6 +35,12 @@ PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+
+#: what a bench row may ask for with ``mode:``, and the precision each computes in (None: settings only).
+#: ``defaults``: ONNX Runtime as a user runs it without this tool, the peer: the default SessionOptions (one
+#: intra-op thread per physical core, every graph optimization), one request at a time, as its own
+#: ``onnxruntime_perf_test`` runs by default
+RUNNER_MODES: dict[str, str | None] = {"defaults": None}
 
 INT8_LAYOUT = TargetLayout(
     "ort-cpu", "uint8", False, True,
@@ -191,32 +198,43 @@ def side_files(path: Path) -> list[Path]:
     return []
 
 
-def open_runner(path: Path, device: str = "cpu", threads: int | None = None) -> "OnnxRuntimeRunner":
+def open_runner(path: Path, device: str = "cpu", threads: int | None = None, *,
+                mode: str | None = None) -> "OnnxRuntimeRunner":
     require_file(path, "ONNX file", "check the path or run `rexnet-deploy export`")
-    return OnnxRuntimeRunner(path, device=device, threads=threads, precision=onnx_precision(path))
+    return OnnxRuntimeRunner(path, device=device, threads=threads, precision=onnx_precision(path), mode=mode)
 
 
 class OnnxRuntimeRunner(Runner):
+    """One ``InferenceSession``, one request at a time (ONNX Runtime's CPU kernels parallelise inside a run).
+
+    ``threads`` sets the intra-op pool (inter-op 1) except in ``mode="defaults"``, the peer, which sets nothing:
+    ONNX Runtime then takes one intra-op thread per physical core. ``describe()`` records both and the request count.
+    """
+
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", mode: str | None = None) -> None:
         super().__init__(precision)
         import onnxruntime as ort
 
         self.path = require_file(path, "ONNX file", "check the path or run `rexnet-deploy export`")
         if device not in PROVIDERS:
             raise UserError(f"unknown device {device!r} for ONNX Runtime: choose {', '.join(PROVIDERS)}")
+        if mode is not None and mode not in RUNNER_MODES:
+            raise UserError(f"unknown ONNX Runtime mode {mode!r}: choose {', '.join(RUNNER_MODES)} (or none)")
         reason = unavailable_reason(device)
         if reason:
             raise RuntimeUnavailable(reason)
         wanted = PROVIDERS[device][0]
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
+        opts.log_severity_level = 3  # logging only: the peer's settings are otherwise ONNX Runtime's own
+        self.mode = mode
+        self.threads_requested = int(threads) if threads else None
+        if threads and mode != "defaults":
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        self.threads = threads
+        self.threads = opts.intra_op_num_threads or physical_cores()
         providers: list[Any] = list(PROVIDERS[device])
         self.provider_options: dict[str, Any] = {}
         probe: dict[str, Any] = {}
@@ -247,8 +265,12 @@ class OnnxRuntimeRunner(Runner):
 
     def describe(self) -> dict:
         extra = {"provider_options": self.provider_options} if self.provider_options else {}
+        options = self.session.get_session_options()
         return {**super().describe(), "path": str(self.path), "providers": self.session.get_providers(),
-                "threads": self.threads, **extra}
+                "mode": self.mode or "tool", "requests": 1, "threads": self.threads,
+                "threads_requested": self.threads_requested,
+                "intra_op_threads": options.intra_op_num_threads or "default (one per physical core)",
+                "inter_op_threads": options.inter_op_num_threads or "default", **extra}
 
 
 #: ``metadata_props`` the export stage stores as JSON text (the rest are plain strings)

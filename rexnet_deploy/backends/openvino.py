@@ -5,15 +5,17 @@ beside it (``<name>.ovcache/``) holds compiled blobs for this OpenVINO and CPU, 
 ``bench --engine X.xml`` starts in a fraction of the compile time. An FP32/FP16 build keeps the ONNX's
 precision (no silent FP16 compression); it runs the ``ort-cpu`` Q/DQ file as it is (OpenVINO reads Q/DQ
 as FakeQuantize). ``build(..., precision="int8", calibration=images)`` is OpenVINO's native INT8 instead:
-NNCF post-training quantization of the FP32 model (preset MIXED, the SE gates kept in float), with
-NNCF's accuracy-controlled quantization as the fallback when a validation set and budget are given.
+NNCF post-training quantization of the FP32 model (preset MIXED) in one of two scopes (``int8_scope``,
+:data:`INT8_SCOPES`): every convolution (the SE gates kept in float), or the 1×1 convolutions only (depthwise,
+the SE pooling and gate and the activations left to the float arithmetic the CPU runs fastest), with NNCF's
+accuracy-controlled quantization as the fallback when a validation set and budget are given.
 
-The runner compiles for the batch it is given (a static shape per batch size, cached): the latency hint
-below batch 8, the throughput hint with streams from batch 8, the batch split across the streams. Its
-``mode`` picks the arithmetic: the tool's default is f32 for every file (what FP32 promises), ``bf16``
-is OpenVINO's bf16 inference precision where the CPU has native BF16 (for an NNCF IR: its INT8 kernels
-with the float parts in BF16), and ``defaults`` is what a user gets without this tool (the file compiled
-with nothing set but the thread count).
+The runner runs a file as OpenVINO's own ``benchmark_app`` does: a static shape per batch size (cached), the
+latency hint at batch 1 and the throughput hint from batch 2, the compiled model's optimal number of requests
+fed through an asynchronous queue, each request the whole batch. Its ``mode`` picks the arithmetic: the tool's
+default is f32 for every file (what FP32 promises), ``bf16`` is OpenVINO's bf16 inference precision where the
+CPU has native BF16 (for an NNCF IR: its INT8 kernels with the float parts in BF16), and ``defaults`` is what a
+user gets without this tool, the peer (the file compiled with OpenVINO's defaults and the hint for the batch).
 """
 
 from __future__ import annotations
@@ -29,24 +31,37 @@ import numpy as np
 
 from ..artifacts import read_manifest_if_any, sha256_file
 from ..errors import RuntimeUnavailable, UserError, first_line, require_file
-from ..hardware import has_native_bf16, isa_class
+from ..hardware import has_native_bf16
 from ..onnx_io import onnx_precision
 from .base import Runner
 from .onnxruntime import INT8_LAYOUT  # noqa: F401  (OpenVINO runs ONNX Runtime's CPU Q/DQ layout)
 
 BUILD_OPTIONS: tuple[str, ...] = ("precision", "calibration", "calibration_source", "subset_size",
-                                  "fast_bias_correction", "validation", "max_drop", "deploy_batch")
+                                  "fast_bias_correction", "validation", "max_drop", "deploy_batch", "int8_scope")
 #: this backend quantizes INT8 itself, from the FP32 ONNX and calibration images (``build(precision="int8")``),
 #: rather than taking a Q/DQ file: a bundle builds its INT8 engine that way (it still runs Q/DQ files as they are)
 NATIVE_INT8 = "nncf"
 #: what a bench row may ask for with ``mode:``, and the precision each mode computes in (None: the file's)
 RUNNER_MODES: dict[str, str | None] = {"bf16": "bf16", "defaults": None}
 #: the modes that also apply to its own INT8 (NNCF) files: the INT8 kernels stay INT8 and what NNCF left in
-#: float (SE gates, SiLU, pooling) computes in that precision. Measured on an AVX-512 BF16 EPYC, batch 64:
-#: 1.32x openvino-default where f32 float parts gave 1.18x and BF16 alone 1.13x, at the same top-1
+#: float (SE gates, SiLU, pooling) computes in that precision. Measured on an AVX-512 BF16 EPYC, batch 64, against
+#: the old synchronous single-request peer: 1.32x it where f32 float parts gave 1.18x and BF16 alone 1.13x, at the
+#: same top-1
 OWN_INT8_MODES: dict[str, str] = {"bf16": "bf16"}
-#: batches from this size on get the throughput hint with streams; smaller ones the latency hint
-THROUGHPUT_MIN_BATCH = 8
+#: the scopes of its own INT8 (``build(precision="int8", int8_scope=...)``), the first the default: what NNCF
+#: quantizes. At 224×224 on an AVX-512 BF16 EPYC (benchmark_app, batch 16) INT8 of every convolution ran at
+#: 0.82–0.86× OpenVINO's BF16 defaults (the memory-bound depthwise convolutions, SE and SiLU around the INT8
+#: kernels), INT8 of the 1×1 convolutions only at 1.04–1.15×: `--precision auto` tries both
+INT8_SCOPES: dict[str, str] = {
+    "all": "every convolution and the classifier (preset MIXED); the squeeze-and-excitation gates kept in float",
+    "pointwise": "the 1×1 convolutions (the SE's two included) and the classifier only; depthwise convolutions, "
+                 "the SE pooling and gate, activations left in float",
+}
+#: what the ``pointwise`` scope leaves out, by OpenVINO op type (SiLU is Swish after ov.convert_model)
+POINTWISE_IGNORED_TYPES = ("GroupConvolution", "Multiply", "Sigmoid", "Swish", "ReduceMean")
+#: batches from this size on get the throughput hint (streams, several requests in flight); batch 1 the latency
+#: hint (see hint_for_batch)
+THROUGHPUT_MIN_BATCH = 2
 NO_BF16 = "no native BF16 on this CPU"
 _INSTALL = "pip install 'rexnet-deploy[openvino]'"
 _MAX_COMPILED = 8  # compiled batch sizes kept alive at once (evaluation + a sweep need about six)
@@ -144,8 +159,10 @@ def _top1(ov: Any, model: Any, images: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _nncf_int8(ov: Any, onnx_path: Path, calibration: Any, *, subset_size: int, fast_bias_correction: bool,
-               validation: tuple[np.ndarray, np.ndarray] | None, max_drop: float) -> tuple[Any, dict[str, Any]]:
-    """NNCF post-training INT8 of the FP32 ONNX; returns (quantized model, what was done for the manifest)."""
+               validation: tuple[np.ndarray, np.ndarray] | None, max_drop: float,
+               scope: str) -> tuple[Any, dict[str, Any]]:
+    """NNCF post-training INT8 of the FP32 ONNX in ``scope`` (:data:`INT8_SCOPES`); returns (quantized model, what
+    was done for the manifest)."""
     reason = nncf_unavailable_reason()
     if reason:
         raise RuntimeUnavailable(reason)
@@ -162,21 +179,28 @@ def _nncf_int8(ov: Any, onnx_path: Path, calibration: Any, *, subset_size: int, 
     if subset < 1:
         raise UserError(f"--subset-size {subset_size} must be at least 1")
     gates = se_gate_scope(model)
-    # the SE gates stay in float: a sigmoid gate in [0, 1] multiplied into every channel loses most of its
-    # resolution in int8, and small SE/SiLU nets are where default PTQ collapses (anchors.md §0.4–0.5)
-    ignored = nncf.IgnoredScope(names=sorted({n for g, branch in gates.items() for n in (g, *branch)}),
-                                validate=False)
+    if scope == "pointwise":
+        # validate=False: a model without one of these types (no SE, ReLU instead of SiLU) is still quantized
+        ignored = nncf.IgnoredScope(types=list(POINTWISE_IGNORED_TYPES), validate=False)
+        rule = {"rule": INT8_SCOPES[scope], "types": list(POINTWISE_IGNORED_TYPES)}
+    else:
+        # the SE gates stay in float: a sigmoid gate in [0, 1] multiplied into every channel loses most of its
+        # resolution in int8, and small SE/SiLU nets are where default PTQ collapses (anchors.md §0.4–0.5)
+        ignored = nncf.IgnoredScope(names=sorted({n for g, branch in gates.items() for n in (g, *branch)}),
+                                    validate=False)
+        rule = {"rule": "squeeze-and-excitation gates (pool → fc → Sigmoid → Multiply) kept in float",
+                "gates": len(gates), "names": ignored.names}
     settings = {"preset": nncf.QuantizationPreset.MIXED, "subset_size": subset,
                 "fast_bias_correction": bool(fast_bias_correction), "ignored_scope": ignored}
     calib = nncf.Dataset([images[i:i + 1] for i in range(len(images))])  # one image per item: NNCF's statistics
     quantized = nncf.quantize(model, calib, **settings)
     record: dict[str, Any] = {
         "tool": "nncf", "nncf_version": nncf.__version__, "api": "nncf.quantize", "preset": "mixed",
+        "scope": scope, "scope_rule": INT8_SCOPES[scope],
         "scheme": "int8: weights symmetric per-channel, activations asymmetric per-tensor (preset MIXED)",
         "subset_size": subset, "calibration_images": len(images),
         "fast_bias_correction": bool(fast_bias_correction),
-        "ignored_scope": {"rule": "squeeze-and-excitation gates (pool → fc → Sigmoid → Multiply) kept in float",
-                          "gates": len(gates), "names": ignored.names},
+        "ignored_scope": rule,
         "silu": "fused to Swish by ov.convert_model before quantization: its output is quantized, not its inputs",
         "accuracy_control": None,
     }
@@ -224,7 +248,7 @@ def _accuracy_budget(ov: Any, nncf: Any, model: Any, quantized: Any, calib: Any,
 def build(onnx_path: str | Path, out_path: str | Path, *, precision: str | None = None,
           calibration: np.ndarray | None = None, calibration_source: str | None = None, subset_size: int = 300,
           fast_bias_correction: bool = False, validation: tuple[np.ndarray, np.ndarray] | None = None,
-          max_drop: float = 0.5, deploy_batch: int | None = None) -> dict[str, Any]:
+          max_drop: float = 0.5, deploy_batch: int | None = None, int8_scope: str | None = None) -> dict[str, Any]:
     """Convert ``onnx_path`` to IR at ``out_path`` (.xml, .bin beside) and warm its compile cache.
 
     ``precision``: None or the ONNX's own precision converts the file as it is; ``"int8"`` from an FP32
@@ -233,6 +257,7 @@ def build(onnx_path: str | Path, out_path: str | Path, *, precision: str | None 
     calibration images NNCF uses (its default 300); ``fast_bias_correction`` False is NNCF's full bias
     correction, what small SE/SiLU nets need (anchors.md §0.4). ``validation`` (images, labels) with
     ``max_drop`` (top-1 points): when plain INT8 loses more, quantize with NNCF's accuracy control instead.
+    ``int8_scope``: what NNCF quantizes (:data:`INT8_SCOPES`; default ``all``), recorded in the manifest.
     ``deploy_batch``: the batch the cache is warmed for (default 1). Returns the manifest fields; the caller
     writes the manifest and checks parity.
     """
@@ -240,8 +265,13 @@ def build(onnx_path: str | Path, out_path: str | Path, *, precision: str | None 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if deploy_batch is not None and int(deploy_batch) < 1:
         raise UserError(f"--deploy-batch {deploy_batch} must be at least 1")
+    if int8_scope is not None and int8_scope not in INT8_SCOPES:
+        raise UserError(f"unknown INT8 scope {int8_scope!r}: choose {' or '.join(INT8_SCOPES)}")
     source_precision = onnx_precision(onnx_path)
     precision = precision or source_precision
+    if int8_scope is not None and (precision, source_precision) != ("int8", "fp32"):
+        raise UserError(f"--int8-scope applies to NNCF's int8 build from an FP32 ONNX, not a {precision} build of "
+                        f"{onnx_path.name} ({source_precision}): drop it, or ask for precision int8 of the FP32 ONNX")
     fields: dict[str, Any] = {}
     if precision == "int8" and source_precision == "fp32":
         if calibration is None:
@@ -249,7 +279,8 @@ def build(onnx_path: str | Path, out_path: str | Path, *, precision: str | None 
                             "(`--calibration calib/<set>.pt`)")
         model, fields["quantization"] = _nncf_int8(ov, onnx_path, calibration, subset_size=subset_size,
                                                    fast_bias_correction=fast_bias_correction,
-                                                   validation=validation, max_drop=max_drop)
+                                                   validation=validation, max_drop=max_drop,
+                                                   scope=int8_scope or next(iter(INT8_SCOPES)))
         fields["quantization"]["calibration_source"] = calibration_source
     elif precision != source_precision:
         raise UserError(f"OpenVINO builds {onnx_path.name} ({source_precision}) as it is, or int8 (NNCF) from an "
@@ -288,9 +319,9 @@ def build(onnx_path: str | Path, out_path: str | Path, *, precision: str | None 
 
 # ------------------------------------------------------------------------------------------------ runner
 
-def open_runner(path: Path, device: str = "cpu", threads: int | None = None, *, mode: str | None = None,
-                streams: int | None = None) -> "OpenVinoRunner":
-    return OpenVinoRunner(path, threads=threads, mode=mode, streams=streams)
+def open_runner(path: Path, device: str = "cpu", threads: int | None = None, *,
+                mode: str | None = None) -> "OpenVinoRunner":
+    return OpenVinoRunner(path, threads=threads, mode=mode)
 
 
 #: CPU plugin layer types (after fusing) → profile layer kind; a Convolution is 1×1 or the stem by its weights
@@ -346,14 +377,31 @@ def _ir_precision(model) -> str:
     return "fp32"
 
 
-class _Compiled:
-    """One batch size's compiled model: its requests, the per-request batch, and what was chosen."""
+def hint_for_batch(batch: int) -> str:
+    """The performance hint a batch size is compiled with: LATENCY for one image, THROUGHPUT from 2 images.
 
-    def __init__(self, compiled: Any, chunk: int, requests: int, facts: dict[str, Any]) -> None:
+    Batch 2–7 takes THROUGHPUT too: any batch above one asks for img/s, which streams with a request each give
+    (the latency hint leaves all but one core's stream idle on a multi-stream CPU), and THROUGHPUT is
+    ``benchmark_app``'s own default hint; the latency hint answers the one-image-at-a-time caller.
+    """
+    return "THROUGHPUT" if batch >= THROUGHPUT_MIN_BATCH else "LATENCY"
+
+
+class _Compiled:
+    """One batch size's compiled model and what was chosen for it.
+
+    ``queue``: an ``openvino.AsyncInferQueue`` of the compiled model's optimal number of requests, each taking
+    the whole batch (what :meth:`OpenVinoRunner.submit` feeds; None for one request, which runs synchronously as
+    ``benchmark_app -hint latency`` does); ``request``: one request of its own for ``infer``, whose logits are read.
+    """
+
+    def __init__(self, ov: Any, compiled: Any, facts: dict[str, Any]) -> None:
         self.compiled = compiled
-        self.chunk = chunk
-        self.requests = [compiled.create_infer_request() for _ in range(requests)]
         self.facts = facts
+        self.request = compiled.create_infer_request()
+        self.queue = ov.AsyncInferQueue(compiled, facts["requests"]) if facts["requests"] > 1 else None
+        # the batch each busy queue request reads: shared with OpenVINO, not copied, so kept alive until it is done
+        self.held: dict[int, np.ndarray] = {}
 
 
 def _type_name(value: Any) -> str:
@@ -362,32 +410,34 @@ def _type_name(value: Any) -> str:
 
 
 class OpenVinoRunner(Runner):
-    """Compiles the model for the CPU, per batch size, in the arithmetic ``mode`` asks for.
+    """Runs a model on the CPU as OpenVINO's own ``benchmark_app`` runs it, in the arithmetic ``mode`` asks for.
 
-    Default mode: f32 inference precision for every file (OpenVINO's CPU default on BF16-capable Xeons is
-    bf16, which would change the numbers an FP32 file promises; Q/DQ and NNCF models still run their INT8
-    kernels). Each batch size gets its own static-shape compile (dynamic shapes cost ~16 % here):
-    the latency hint below :data:`THROUGHPUT_MIN_BATCH`, from there the throughput hint with the streams
-    OpenVINO picks for this model and thread count, the batch split into one request per stream.
-    ``mode="bf16"``: bf16 inference precision, only where the CPU has native BF16 (an FP32 file or an NNCF IR,
-    whose INT8 kernels stay INT8). ``mode="defaults"``: the
-    file compiled as it is (dynamic shape) with nothing set but the thread count: what a user gets
-    without this tool. ``threads`` sets INFERENCE_NUM_THREADS; ``streams`` pins the throughput streams.
-    IR files use the compile cache folder beside them (not in ``defaults`` mode).
+    Each batch size gets its own compile at a static input shape of that batch (a dynamic shape cost ~16 % here),
+    with the performance hint for it (:func:`hint_for_batch`: LATENCY at batch 1, THROUGHPUT from 2) and the
+    requests the compiled model reports optimal (``OPTIMAL_NUMBER_OF_INFER_REQUESTS``, one per stream), each
+    taking the whole batch. :meth:`submit` feeds them through ``openvino.AsyncInferQueue``, so every stream stays
+    busy (the bench's throughput timing, as ``benchmark_app -hint throughput``); :meth:`infer` runs one batch on
+    a request of its own and returns its logits (evaluation, parity, ``predict``).
+
+    ``mode``: None (the tool's) computes every file in f32 (OpenVINO's CPU default on a BF16-capable CPU is bf16,
+    which would change the numbers an FP32 file promises; Q/DQ and NNCF models still run their INT8 kernels);
+    ``bf16`` is bf16 inference precision, only where the CPU has native BF16 (an FP32 file, or an NNCF IR whose
+    INT8 kernels stay INT8); ``defaults`` is what a user gets without this tool, the peer: the file compiled with
+    OpenVINO's defaults and the hint for the batch, nothing else (no precision, no thread count, since
+    ``benchmark_app`` takes no ``-nthreads`` beside a hint; no compile cache). ``threads`` sets
+    INFERENCE_NUM_THREADS in the other modes. IR files use the compile cache folder beside them.
     """
 
     backend = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, cache_dir: str | Path | None = None, *,
-                 mode: str | None = None, streams: int | None = None) -> None:
+                 mode: str | None = None) -> None:
         ov = _openvino()
         self.path = require_file(path, "OpenVINO model", "build it with `rexnet-deploy build --backend openvino`")
         if self.path.suffix not in (".xml", ".onnx"):
             raise UserError(f"{self.path} is not an OpenVINO IR (.xml) or ONNX file")
         if mode is not None and mode not in RUNNER_MODES:
             raise UserError(f"unknown OpenVINO mode {mode!r}: choose {', '.join(RUNNER_MODES)} (or none)")
-        if streams is not None and int(streams) < 1:
-            raise UserError(f"streams {streams} must be at least 1")
         if mode == "bf16" and not has_native_bf16():
             raise RuntimeUnavailable(NO_BF16)
         self.mode = mode
@@ -417,16 +467,12 @@ class OpenVinoRunner(Runner):
         self.meta = manifest
         self.static = file_precision != "int8" or self.nncf
         self.requested_threads = int(threads) if threads else None
+        self.set_threads = None if mode == "defaults" else self.requested_threads
         self.inference_precision = {"bf16": "bf16", "defaults": None}.get(mode or "", "f32")
-        self.streams = int(streams) if streams else None  # throughput streams: found on the first big batch
         self._compiled: OrderedDict[tuple[int, ...], _Compiled] = OrderedDict()
+        self._busy: _Compiled | None = None  # the compiled model whose queue submit() last fed
         self.compiled_for: dict[str, dict[str, Any]] = {}  # batch → what it was compiled as (kept for describe)
-        if mode == "defaults":
-            if self.nncf and "amx" in isa_class():
-                raise RuntimeUnavailable(f"{self.path.name} is an NNCF INT8 model: OpenVINO 2026.4 crashes running one "
-                                         f"with a dynamic batch on this AMX CPU; run it without mode defaults (static)")
-            self._compile_as_is()
-        self.threads = self.requested_threads or int(self.core.get_property("CPU", "INFERENCE_NUM_THREADS")) or None
+        self.threads = self.set_threads or int(self.core.get_property("CPU", "INFERENCE_NUM_THREADS")) or None
 
     @staticmethod
     def _writable(folder: Path) -> bool:
@@ -436,78 +482,47 @@ class OpenVinoRunner(Runner):
             return False
         return os.access(folder, os.W_OK)
 
-    def _config(self, hint: str | None, streams: int | None = None, cache: bool = True) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        if hint:
-            config["PERFORMANCE_HINT"] = hint
-        if streams:
-            config["NUM_STREAMS"] = int(streams)
+    def _config(self, hint: str, cache: bool = True) -> dict[str, Any]:
+        config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
         if self.inference_precision:
             config["INFERENCE_PRECISION_HINT"] = self.inference_precision
-        if self.requested_threads:
-            config["INFERENCE_NUM_THREADS"] = self.requested_threads
+        if self.set_threads:
+            config["INFERENCE_NUM_THREADS"] = self.set_threads
         if cache and self.cache_dir:
             config["CACHE_DIR"] = str(self.cache_dir)
         return config
 
-    def _compile(self, shape: Sequence[int] | None, config: dict[str, Any]) -> Any:
+    def _compile(self, shape: Sequence[int], config: dict[str, Any]) -> Any:
         model = self.model
-        if shape is not None and self.static:
+        if self.static:
             import openvino as ov
 
             model = self.model.clone()  # the read model stays dynamic for the next batch size
             model.reshape({0: ov.PartialShape([int(d) for d in shape])})
         return self.core.compile_model(model, "CPU", config)
 
-    def _facts(self, batch: int | None, compiled: Any, shape: Any, requests: int,
-               config: dict[str, Any]) -> dict[str, Any]:
-        static = self.static and batch is not None
-        return {"batch": batch, "input_shape": shape if static else str(self.model.inputs[0].get_partial_shape()),
-                "static": static, "request_batch": shape[0] if batch is not None else None, "requests": requests,
+    def _facts(self, batch: int, compiled: Any, shape: list[int], config: dict[str, Any]) -> dict[str, Any]:
+        return {"batch": batch,
+                "input_shape": shape if self.static else str(self.model.inputs[0].get_partial_shape()),
+                "static": self.static, "request_batch": batch,
+                "requests": max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))),
                 "hint": str(compiled.get_property("PERFORMANCE_HINT")),
                 "streams": int(compiled.get_property("NUM_STREAMS")),
                 "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
                 "inference_precision": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
                 "config": {k: v for k, v in config.items() if k != "CACHE_DIR"}}
 
-    def _compile_as_is(self) -> None:
-        config = self._config(None, cache=False)
-        compiled = self._compile(None, config)
-        shape = str(self.model.inputs[0].get_partial_shape())
-        entry = _Compiled(compiled, 0, 1, self._facts(None, compiled, shape, 1, config))
-        self._compiled[()] = entry
-        self.compiled_for["any"] = entry.facts
-
     def _for_batch(self, shape: tuple[int, ...]) -> _Compiled:
         """The compiled model for this input shape: compiled on first use, then reused."""
-        if self.mode == "defaults":
-            return self._compiled[()]
         if shape in self._compiled:
             self._compiled.move_to_end(shape)
             return self._compiled[shape]
-        batch, rest = shape[0], list(shape[1:])
-        if batch < THROUGHPUT_MIN_BATCH:
-            config = self._config("LATENCY")
-            compiled, chunk = self._compile([batch, *rest], config), batch
-        else:
-            compiled = None
-            if self.streams is None:
-                # the streams OpenVINO's throughput hint picks for this model and thread count (2 on 2 cores
-                # for ReXNet); a one-stream answer is already the compile this batch needs
-                probe_config = self._config("THROUGHPUT", cache=False)
-                probe = self._compile([batch, *rest], probe_config)
-                self.streams = max(1, int(probe.get_property("NUM_STREAMS")))
-                if self.streams == 1:
-                    compiled, chunk, config = probe, batch, probe_config
-                del probe
-            if compiled is None:
-                # one request per stream, each a static slice of the batch: a single request would keep
-                # all but one stream idle
-                chunk = math.ceil(batch / self.streams)
-                config = self._config("THROUGHPUT", streams=self.streams)
-                compiled = self._compile([chunk, *rest], config)
-        requests = math.ceil(batch / chunk)
-        entry = _Compiled(compiled, chunk, requests, self._facts(batch, compiled, [chunk, *rest], requests, config))
+        self.wait_all()  # nothing in flight while compiled models are added and evicted
+        ov = _openvino()
+        batch = shape[0]
+        config = self._config(hint_for_batch(batch))
+        compiled = self._compile(list(shape), config)
+        entry = _Compiled(ov, compiled, self._facts(batch, compiled, list(shape), config))
         if self.mode == "bf16" and entry.facts["inference_precision"] != "bf16":
             # OpenVINO quietly compiles f32 where it has no bf16 kernels: the row would be FP32 called BF16
             raise RuntimeUnavailable(f"OpenVINO compiled {entry.facts['inference_precision']}, not bf16, on this "
@@ -519,23 +534,35 @@ class OpenVinoRunner(Runner):
         return entry
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        entry = self._for_batch(tuple(batch.shape))
-        if len(entry.requests) == 1:
-            request = entry.requests[0]
-            request.infer({0: batch})
-            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-        chunks = [batch[i:i + entry.chunk] for i in range(0, len(batch), entry.chunk)]
-        if len(chunks[-1]) < entry.chunk:  # the compiled shape is static: pad the last slice, drop its rows
-            pad = np.zeros((entry.chunk - len(chunks[-1]), *batch.shape[1:]), np.float32)
-            chunks[-1] = np.concatenate([chunks[-1], pad])
-        for request, chunk in zip(entry.requests, chunks):
-            request.start_async({0: chunk})
-        outputs = []
-        for request in entry.requests[:len(chunks)]:
-            request.wait()
-            outputs.append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
-        return np.concatenate(outputs)[:len(batch)]
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        entry = self._for_batch(tuple(x.shape))
+        entry.request.infer({0: x}, share_inputs=True)
+        return np.array(entry.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def submit(self, batch: np.ndarray) -> None:
+        """Start one whole batch on the next free request of its compiled model's queue (blocking until one is
+        free), its logits unread: as ``benchmark_app`` feeds its requests. One request runs it synchronously."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        entry = self._for_batch(tuple(x.shape))
+        if entry.queue is None:
+            entry.request.infer({0: x}, share_inputs=True)
+            return
+        if self._busy is not entry:
+            self.wait_all()
+            self._busy = entry
+        slot = entry.queue.get_idle_request_id()  # the request start_async takes next: blocks until one is free
+        entry.held[slot] = x
+        entry.queue.start_async({0: x}, share_inputs=True)
+
+    def wait_all(self) -> None:
+        if self._busy is not None:
+            self._busy.queue.wait_all()
+            self._busy.held.clear()
+            self._busy = None
+
+    def requests_in_flight(self, batch_size: int) -> int:
+        facts = self.compiled_for.get(str(batch_size))
+        return facts["requests"] if facts else 1
 
     def profile_layers(self, batch: int, runs: int, warmup: int = 5) -> list[dict[str, Any]]:
         """OpenVINO's per-layer counters (PERF_COUNT) for a static ``batch`` in this runner's arithmetic.
@@ -571,14 +598,21 @@ class OpenVinoRunner(Runner):
                 for layer in layers]
 
     def close(self) -> None:
+        self.wait_all()
         self._compiled.clear()
 
     def describe(self) -> dict:
         import openvino as ov
 
-        return {**super().describe(), "path": str(self.path), "device": "CPU", "threads": self.threads,
-                "mode": self.mode or "tool", "inference_precision": self.inference_precision or "openvino default",
-                "static_shapes": self.static and self.mode != "defaults",
+        return {**super().describe(), "path": str(self.path), "device": "CPU", "mode": self.mode or "tool",
+                "threads": self.threads, "threads_requested": self.requested_threads,
+                **({"threads_note": "the peer sets no thread count (benchmark_app takes none beside a hint)"}
+                   if self.mode == "defaults" else {}),
+                "inference_precision": self.inference_precision or "openvino default",
+                "api": "submit: openvino.AsyncInferQueue of OPTIMAL_NUMBER_OF_INFER_REQUESTS requests, each the whole "
+                       "batch (one request: synchronous); infer: one request of its own",
+                "hints": {"1": "LATENCY", f"{THROUGHPUT_MIN_BATCH}+": "THROUGHPUT"},
+                "static_shapes": self.static,
                 **({} if self.static else {"why_dynamic": "an ONNX Runtime Q/DQ file: static-shape compiles of "
                                            "these lost most of their accuracy (OpenVINO 2026.4, AVX2)"}),
                 "compiled": dict(self.compiled_for), "cache_dir": str(self.cache_dir) if self.cache_dir else None,

@@ -72,15 +72,19 @@ def measure_batch(runner: Runner, batch: np.ndarray, timing: Timing) -> dict:
     """Timing of one batch size (one turn of it: ``timing.rounds`` is :func:`time_interleaved`'s), an entry of
     the row's ``speed`` list.
 
-    A CPU runner gets one timing: numpy in → numpy out, by ``perf_counter``. A GPU runner gets the two
-    that trtexec reports apart: the entry's own statistics are GPU compute time (CUDA events around
-    the enqueue, the input already on the device: ``timer: cuda_events``, ``input_on_device: true``),
-    and ``host_latency`` is end to end (host numpy in, both copies, synchronised numpy out:
-    ``timer: perf_counter``, ``input_on_device: false``).
+    A CPU runner gets one timing by ``perf_counter``: each step submits the whole batch (``runner.submit``),
+    and the runner's queue is drained after the last one (``runner.wait_all``, its time in that step). A runner
+    with one request runs each batch to completion, numpy in → numpy out; one with an asynchronous queue
+    (OpenVINO at batch ≥ 2) keeps its requests busy, each with the whole batch, so img/s is what the runtime's
+    own ``benchmark_app`` measures (``in_flight`` records how many). A GPU runner gets the two that trtexec
+    reports apart: the entry's own statistics are GPU compute time (CUDA events around the enqueue, the input
+    already on the device: ``timer: cuda_events``, ``input_on_device: true``), and ``host_latency`` is end to
+    end (host numpy in, both copies, synchronised numpy out: ``timer: perf_counter``, ``input_on_device: false``).
     """
     if not runner.on_gpu:
-        times, warmed = measure_steps(lambda: runner.infer(batch), timing)
-        return speed_entry(times, len(batch), warmed, "perf_counter", False)
+        times, warmed = measure_steps(lambda: runner.submit(batch), timing, drain=runner.wait_all)
+        return speed_entry(times, len(batch), warmed, "perf_counter", False,
+                           in_flight=runner.requests_in_flight(len(batch)))
     import torch
 
     x = torch.from_numpy(batch).to(runner.device)
@@ -107,6 +111,31 @@ def time_interleaved(runs: Sequence[tuple[Runner, np.ndarray]], timing: Timing) 
                 except Exception as exc:  # a runtime's own error: that row fails, the others are still timed
                     errors[i] = exc
     return [errors[i] or merge_speed_entries(turns[i]) for i in range(len(runs))]
+
+
+class _NoOpRunner(Runner):
+    """A runner that computes nothing: what timing it measures is the harness's own cost per step."""
+
+    backend = "none"
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.logits = np.zeros((1, classes), np.float32)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.logits
+
+
+def harness_overhead(steps: int = 2000) -> dict:
+    """The harness's own cost per timed step (microseconds): a runner that does nothing, timed by
+    :func:`measure_batch` as every CPU row is (submit, drain, ``perf_counter``), ``steps`` steps.
+
+    Subtract it from a row's step time to see the runtime alone; it matters only where steps take well under a
+    millisecond (small models at batch 1)."""
+    timing = Timing(warmup_steps=50, warmup_seconds=0.0, steps=steps, min_steps=steps, max_seconds=60.0, rounds=1)
+    entry = measure_batch(_NoOpRunner(10), np.zeros((1, 3, 8, 8), np.float32), timing)
+    return {"per_step_us": {k: v * 1e3 for k, v in entry["ms"].items()}, "steps": entry["steps"],
+            "runner": "no-op (returns preallocated logits), timed through measure_batch like every CPU row"}
 
 
 def failure_status(exc: Exception) -> tuple[str, str]:
@@ -246,7 +275,7 @@ def run_bench(suite: Suite, out_dir: str | Path | None = None, *, progress: bool
             r["ratios"] = compare_rows(r, reference)
     results = {"schema_version": SCHEMA_VERSION, "created": created, "command": command,
                "suite": suite.to_dict(), "dataset": {**dataset.describe(), "spec": dataset.spec.to_dict()},
-               "machine": machine_facts(), "rows": rows}
+               "machine": machine_facts(), "rows": rows, "harness_overhead": harness_overhead()}
     if out_dir is not None:
         write_results(results, out_dir)
     return results

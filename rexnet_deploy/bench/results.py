@@ -117,6 +117,14 @@ def _machine_line(machine: dict) -> str:
     return f"CPU {machine['cpu']} ({machine['usable_cores']} usable cores; ISA {isa}), GPU: {gpus}; {libs}"
 
 
+def _overhead_line(overhead: dict | None) -> str:
+    if not overhead:
+        return "- Harness overhead: not measured (results older than the measurement)"
+    us = overhead["per_step_us"]
+    return (f"- Harness overhead: {us['median']:.1f} µs per step median (p99 {us['p99']:.1f} µs), a runner that does "
+            f"nothing timed through the same path over {overhead['steps']} steps; it is inside every step time")
+
+
 def markdown_report(results: dict) -> str:
     suite, ds = results["suite"], results["dataset"]
     t = suite["timing"]
@@ -136,6 +144,11 @@ def markdown_report(results: dict) -> str:
         "- Timers: perf_counter rows time host calls (numpy in, numpy out); cuda_events rows time GPU compute "
         "with the inputs already on the device (as trtexec's GPU compute time), and their `host ms` is the "
         "end-to-end host latency, synchronised",
+        "- Requests: a row whose runner keeps several batches in flight (OpenVINO's asynchronous queue at batch ≥ 2, "
+        "its `runner.compiled` entry says how many) is timed as benchmark_app times it: each step submits the whole "
+        "batch, img/s runs from the first start to the last completion, and a step's ms is the wait for a free "
+        "request, not one request's latency; every other row runs one batch at a time",
+        _overhead_line(results.get("harness_overhead")),
         "- Ratios are against each model's reference row (ref): × img/s = img/s ÷ the reference's at the same "
         "batch, Δ top-1 in points, × p99 = p99 step time ÷ the reference's",
         "", f"## Summary (batch {suite['table_batch']})", "", markdown_table(summary_rows(results)),

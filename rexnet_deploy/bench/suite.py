@@ -183,7 +183,8 @@ _RESIZED: OrderedDict[tuple, tuple[ImageDataset, ImageDataset]] = OrderedDict()
 
 
 def _resized(dataset: ImageDataset, preprocess: Preprocess, count: int) -> ImageDataset:
-    """The first ``count`` images of ``dataset`` resized (bilinear) to ``preprocess.size``, normalised by it.
+    """The first ``count`` images of ``dataset`` brought to ``preprocess.size`` by that contract's pixel stage (its
+    resize rule and interpolation), normalised by it.
 
     Kept for the few groups of one run (keyed by the dataset object, which the entry holds alive), so each row
     of a group does not resize again.
@@ -192,9 +193,8 @@ def _resized(dataset: ImageDataset, preprocess: Preprocess, count: int) -> Image
 
     key = (id(dataset), preprocess, count)
     if key not in _RESIZED:
-        images = dataset.images[:count].float()
-        images = torch.nn.functional.interpolate(images, size=(preprocess.size, preprocess.size), mode="bilinear",
-                                                 align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+        pixels = preprocess.pixels_batch(dataset.images[:count].permute(0, 2, 3, 1).numpy())
+        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
         _RESIZED[key] = (dataset, ImageDataset(dataset.name, dataset.split, images, dataset.labels[:count].clone(),
                                                dataset.classes, preprocess))
         while len(_RESIZED) > 4:
@@ -265,7 +265,7 @@ def _group_preprocess(group: dict, where: str, source: str) -> tuple[Preprocess 
                             f"to speed-only groups (with preprocess); use the suite's eval_images otherwise")
         return None, None
     try:
-        _check_keys(raw, {"size", "mean", "std"}, f"{where}.preprocess", source)
+        _check_keys(raw, set(Preprocess(1, (0, 0, 0), (1, 1, 1)).to_dict()), f"{where}.preprocess", source)
         preprocess = Preprocess.from_dict(raw)
         if preprocess.size < 1 or len(preprocess.mean) != 3 or len(preprocess.std) != 3:
             raise ValueError

@@ -90,11 +90,13 @@ class Timing:
 
 
 def speed_entry(step_ms: Sequence[float], batch: int, warmup_steps: int, timer: str, input_on_device: bool,
-                rounds: int = 1) -> dict:
+                rounds: int = 1, in_flight: int = 1) -> dict:
     """One batch size's timing as results.json records it: the statistics, and what the times measured
-    (``rounds``: in how many turns, interleaved with the other rows of its group, the steps were taken)."""
+    (``rounds``: in how many turns, interleaved with the other rows of its group, the steps were taken;
+    ``in_flight``: batches the runner kept in flight at once, 1 when each step ran one batch to completion)."""
     return {**summarize_timings(step_ms, batch), "warmup_steps": warmup_steps, "timer": timer,
-            "input_on_device": input_on_device, "rounds": rounds, "raw_ms": [round(t, 4) for t in step_ms]}
+            "input_on_device": input_on_device, "rounds": rounds, "in_flight": in_flight,
+            "raw_ms": [round(t, 4) for t in step_ms]}
 
 
 def merge_speed_entries(entries: Sequence[dict]) -> dict:
@@ -103,17 +105,23 @@ def merge_speed_entries(entries: Sequence[dict]) -> dict:
     first = entries[0]
     merged = speed_entry([t for e in entries for t in e["raw_ms"]], first["batch"],
                          sum(e["warmup_steps"] for e in entries), first["timer"], first["input_on_device"],
-                         rounds=len(entries))
+                         rounds=len(entries), in_flight=first.get("in_flight", 1))
     if "host_latency" in first:
         merged["host_latency"] = merge_speed_entries([e["host_latency"] for e in entries])
     return merged
 
 
 def measure_steps(step: Callable[[], object], timing: Timing, cuda: bool = False,
-                  device: object = None) -> tuple[list[float], int]:
+                  device: object = None, drain: Callable[[], object] | None = None) -> tuple[list[float], int]:
     """Warm up, then time ``step`` repeatedly; returns (raw step times in ms, warm-up steps run).
 
     One turn: ``timing.rounds`` is for the caller that interleaves rows (``bench.harness.time_interleaved``).
+
+    ``drain``: for a ``step`` that only starts work (an asynchronous queue keeping several batches in flight),
+    what waits for all of it. It runs untimed after the warm-up, so the timed run starts with nothing in flight,
+    and timed after the last step, its time added to that step: the total is then from the first start to the
+    last completion, as OpenVINO's ``benchmark_app`` measures throughput. A step's own time is then the wait
+    for a free request (≈ batch ÷ throughput in steady state), not one request's latency.
 
     With ``cuda=True`` each step is timed by CUDA events recorded on the current stream of ``device``
     (a torch device or index; None: the current one) before and after ``step`` and waited for: the GPU
@@ -126,11 +134,12 @@ def measure_steps(step: Callable[[], object], timing: Timing, cuda: bool = False
         # events are recorded on the current device's stream: make it the runner's, or a runner on
         # cuda:1 would be timed by events on cuda:0 that wait for nothing
         with torch.cuda.device(device):
-            return _measure(step, timing, cuda)
-    return _measure(step, timing, cuda)
+            return _measure(step, timing, cuda, drain)
+    return _measure(step, timing, cuda, drain)
 
 
-def _measure(step: Callable[[], object], timing: Timing, cuda: bool) -> tuple[list[float], int]:
+def _measure(step: Callable[[], object], timing: Timing, cuda: bool,
+             drain: Callable[[], object] | None) -> tuple[list[float], int]:
     warmed = 0
     start = time.perf_counter()
     while warmed < timing.warmup_steps or time.perf_counter() - start < timing.warmup_seconds:
@@ -140,6 +149,8 @@ def _measure(step: Callable[[], object], timing: Timing, cuda: bool) -> tuple[li
         import torch
 
         torch.cuda.synchronize()
+    if drain is not None:
+        drain()
     gc.collect()  # a collection inside the timed loop would land in one step's time
     times: list[float] = []
     start = time.perf_counter()
@@ -157,4 +168,8 @@ def _measure(step: Callable[[], object], timing: Timing, cuda: bool) -> tuple[li
             t0 = time.perf_counter()
             step()
             times.append((time.perf_counter() - t0) * 1e3)
+    if drain is not None:
+        t0 = time.perf_counter()
+        drain()
+        times[-1] += (time.perf_counter() - t0) * 1e3
     return times, warmed

@@ -1,7 +1,9 @@
 """``--precision auto``: of the files a bundle could ship, the one this machine runs fastest within an accuracy budget.
 
 Which precision and runtime is fastest depends on the CPU (VNNI/AMX make INT8 pay, native BF16 makes BF16
-pay, an AVX2 part has neither), so the choice is measured, not assumed: every candidate file is timed at
+pay, an AVX2 part has neither), so the choice is measured, not assumed: every candidate (:func:`candidate_files`:
+each file, the FP32 files in every runner mode including the runtimes' defaults, the peers, and the runtime's own
+INT8 in each of its scopes and modes) is timed at
 the bundle's deploy batch on this machine by the bench's own runners and timing (:func:`measure_candidates`),
 and :func:`pick_recommended` takes the fastest whose top-1 is within ``budget_points`` of the FP32
 reference. A candidate outside the budget is never picked, however fast; with none inside, nothing is.
@@ -31,6 +33,33 @@ class CandidateFile:
     path: Path
     mode: str | None = None  # a runner mode of its backend (RUNNER_MODES): OpenVINO/torch "bf16"
     role: str | None = None  # how the file is named in a suite ("onnx", "engine"): breaks a suffix tie
+
+
+def candidate_files(files: Sequence[Mapping[str, Any]], folder: Path) -> list[CandidateFile]:
+    """What ``--precision auto`` times, from a bundle's file entries (``backend``, ``variant``, ``precision``,
+    ``file`` in ``folder``): every file, each FP32 file again in every mode its runner offers (one per arithmetic,
+    ``openvino-bf16``, and the runtime's own defaults, ``openvino-default``/``ort-default``: the peer a user gets
+    without this tool, so the pick is never one the runtime's defaults beat in the same timing), and each of the
+    backend's own INT8 files (every scope it quantizes in: ``openvino-int8-nncf``, ``openvino-int8-nncf-pointwise``)
+    in each mode that applies to it (``openvino-int8-nncf-bf16``: its float parts in BF16). A file that takes
+    pixels (``embedded_preprocess``) is left out: every candidate is timed on the same normalised images."""
+    from ..backends import get_backend
+
+    out = []
+    for f in files:
+        if f.get("embedded_preprocess"):
+            continue
+        backend = get_backend(f["backend"])
+        name, path = f"{backend.row_tag}-{f['variant']}", folder / f["file"]
+        out.append(CandidateFile(name, path, role=backend.role))
+        if f["precision"] == "fp32":
+            for mode, precision in backend.runner_modes().items():
+                out.append(CandidateFile(f"{backend.row_tag}-{precision or 'default'}", path, mode=mode,
+                                         role=backend.role))
+        elif f["variant"] in backend.own_int8_variants():
+            for mode, precision in backend.own_int8_modes().items():
+                out.append(CandidateFile(f"{name}-{precision}", path, mode=mode, role=backend.role))
+    return out
 
 
 def _usable(row: Mapping[str, Any]) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import ensure_writable_dir, write_manifest
-from ..backends import RuntimeUnavailable, builders, get_backend, open_runner
+from ..backends import RuntimeUnavailable, builders, get_backend, open_runner, read_artifact
 from ..errors import UserError
 from ..export.parity import compare_logits, require_parity
 
@@ -23,6 +23,20 @@ def builder(name: str):
         raise UserError(f"{name} runs files as they are and builds nothing: choose "
                         f"{' or '.join(b.name for b in builders())}")
     return backend
+
+
+#: why INT8 of random weights is not held to parity: a fresh ReXNet's logits are all but constant (about 1e-9 for
+#: rexnet_100, every input the same class), so a quantized file's agreement with them means nothing
+UNTRAINED_INT8_PARITY = ("random weights: their logits are all but constant, so an INT8 file's agreement with them "
+                         "means nothing; recorded, not required (a speed-only file)")
+
+
+def judge_parity(parity: dict, what: str | Path, fix: str, *, untrained: bool) -> dict:
+    """``require_parity`` (one line and exit 1 when it failed), except for INT8 made from random weights (a speed
+    study's, ``--untrained-int8``): recorded with ``required: false`` and why."""
+    if untrained and parity.get("precision") == "int8":
+        return {**parity, "required": False, "why_not_required": UNTRAINED_INT8_PARITY}
+    return require_parity(parity, what, fix)
 
 
 def engine_parity(engine_path: Path, onnx_path: Path, images: np.ndarray, precision: str) -> dict:
@@ -67,7 +81,8 @@ def build_engine(onnx_path: str | Path, out_path: str | Path | None, backend: st
     ``out_path`` None: beside the ONNX, named by the backend's table row.
 
     With ``images`` the engine's output is compared with ONNX Runtime's before anything is put in
-    place, and a failed comparison raises :class:`CheckFailed`. The engine, its side files and its
+    place, and a failed comparison raises :class:`CheckFailed` (INT8 of random weights: recorded, not required,
+    :func:`judge_parity`). The engine, its side files and its
     manifest are staged in a temporary folder beside ``out_path`` and moved in manifest-last.
     ``options``: the backend's ``BUILD_OPTIONS`` (TensorRT: batch profile, workspace, timing cache).
     """
@@ -80,14 +95,16 @@ def build_engine(onnx_path: str | Path, out_path: str | Path | None, backend: st
     try:
         staged = staging / out_path.name
         fields = spec.impl().build(onnx_path, staged, **options)
+        if read_artifact(onnx_path, "onnx").untrained:  # random weights: every file made from them says so
+            fields["untrained"] = True
         write_manifest(staged, fields)  # runners check it before loading
         if images is not None:
             # a TF32 build of an FP32 file is judged by TF32's own tolerance, not FP32's 1e-4
             limit = "tf32" if fields.get("tf32") and fields["precision"] == "fp32" else fields["precision"]
-            fields["parity"] = {**engine_parity(staged, onnx_path, images, limit),
-                                "inputs": parity_source}
+            parity = {**engine_parity(staged, onnx_path, images, limit), "inputs": parity_source}
+            fields["parity"] = judge_parity(parity, out_path.name, "the engine was not written",
+                                            untrained=bool(fields.get("untrained")))
             write_manifest(staged, fields)
-            require_parity(fields["parity"], out_path.name, "the engine was not written")
         _move_into_place(staging, out_path.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

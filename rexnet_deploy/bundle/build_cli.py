@@ -31,6 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["int8"],
                    help="OpenVINO: quantize the FP32 ONNX itself (NNCF, preset MIXED, SE gates kept in float) instead "
                         "of converting the file as it is; needs --calibration")
+    p.add_argument("--int8-scope", choices=["all", "pointwise"],
+                   help="OpenVINO --precision int8: what NNCF quantizes: all (every convolution, the default) or "
+                        "pointwise (the 1×1 convolutions only; depthwise, SE pooling/gates and activations left in "
+                        "float); recorded in the manifest")
+    p.add_argument("--untrained-int8", action="store_true",
+                   help="allow --precision int8 of an ONNX exported from random weights (a speed-only study); the "
+                        "engine's manifest says untrained")
     p.add_argument("--calibration", help="calibration set of `rexnet-deploy calib` for --precision int8 (the same "
                                          "file every runtime's INT8 is calibrated on)")
     p.add_argument("--parity-images", type=int, default=128, help="inputs the ONNX Runtime comparison uses")
@@ -51,8 +58,8 @@ def _calibration(path: str, onnx_path: str) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import read_manifest
-    from ..backends import RuntimeUnavailable
-    from ..errors import require_file
+    from ..backends import RuntimeUnavailable, read_artifact
+    from ..errors import UserError, require_file
     from ..export.parity import onnx_parity_batch
     from ..report import format_table
     from .build import build_engine, builder
@@ -67,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     require_file(args.onnx, "ONNX file", "export one with `rexnet-deploy export`")
     if args.precision:
         options["precision"] = args.precision
+        if read_artifact(args.onnx, "onnx").untrained and not args.untrained_int8:
+            raise UserError(f"{args.onnx} holds random weights (exported without --checkpoint): INT8 of them means "
+                            f"nothing for accuracy; pass --untrained-int8 for a speed-only study")
+    if args.int8_scope:
+        options["int8_scope"] = args.int8_scope
     if args.calibration:
         options.update(_calibration(args.calibration, args.onnx))
     batch = onnx_parity_batch(args.onnx, args.parity_images, args.data_dir)

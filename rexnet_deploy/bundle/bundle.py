@@ -33,13 +33,29 @@ from ..artifacts import (
     write_manifest,
 )
 from ..backends import BACKENDS, Backend, Runner, evaluate, get_backend, open_runner, read_artifact
-from ..data import DataSplit, ImageDataset, Preprocess, check_num_classes, load_split, recorded_spec, resolve_spec
+from ..data import (
+    DataSplit,
+    ImageDataset,
+    Preprocess,
+    check_num_classes,
+    get_format,
+    load_split,
+    recorded_spec,
+    resolve_spec,
+)
 from ..errors import RuntimeUnavailable, UserError
 from ..export import DEFAULT_OPSET, export_onnx
 from ..export.parity import check_parity, compare_logits, make_parity_batch, require_parity, torch_logits
 from ..report import markdown_table
-from .auto import DEFAULT_BUDGET_POINTS, CandidateFile, auto_summary, candidates_markdown, measure_candidates
-from .build import build_engine
+from .auto import (
+    DEFAULT_BUDGET_POINTS,
+    CandidateFile,
+    auto_summary,
+    candidate_files,
+    candidates_markdown,
+    measure_candidates,
+)
+from .build import build_engine, judge_parity
 from .kit import write_kit
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -67,7 +83,8 @@ class ExportSource:
 
     @property
     def untrained(self) -> bool:
-        return self.checkpoint is None
+        """Random weights: no checkpoint, or one that records it holds random weights (a speed study's prune)."""
+        return self.checkpoint is None or bool(self.meta.get("untrained"))
 
 
 def load_source(model_name: str | None, width: float | None, checkpoint: str | Path | None) -> ExportSource:
@@ -116,7 +133,7 @@ def load_eval_split(source: ExportSource, dataset: str | None, data_dir: str | P
                         f"--data-dir) naming the data it was trained on, for parity, INT8 calibration and accuracy")
     try:
         spec = resolve_spec(source.meta if recorded is not None and recorded.name == name else {}, dataset=name,
-                            data_dir=data_dir, input_size=size if name == "imagefolder" else None,
+                            data_dir=data_dir, input_size=size if get_format(name).user_tree else None,
                             model=source.model_name, origin=origin)
         split = load_split(spec, "val")
     except UserError as exc:
@@ -251,6 +268,9 @@ class BundleRequest:
     deploy_batch: int = DEFAULT_DEPLOY_BATCH  # the batch --precision auto times every candidate at
     budget_points: float = DEFAULT_BUDGET_POINTS  # top-1 points the recommended file may lose against FP32
     embed_preprocess: bool = False  # also an FP32 ONNX that takes uint8 NHWC pixels and normalises in its graph
+    # INT8 of random weights, for a speed-only study: calibrated on real images all the same, marked untrained in
+    # every manifest like the rest of such a bundle, never recommended (--precision auto refuses random weights)
+    untrained_int8: bool = False
     progress: bool = True
 
     @property
@@ -292,8 +312,9 @@ def _checkpoint_precisions(plan: _Plan, backend: Backend) -> list[str]:
 
 
 def _builds_own_int8(plan: _Plan, backend: Backend) -> bool:
-    """A backend's own INT8 (OpenVINO: NNCF) is one more candidate of --precision auto, built when auto asks."""
-    return bool(backend.own_int8) and "int8" in plan.precisions and plan.request.recommend
+    """A backend's own INT8 (OpenVINO: NNCF, in each of its scopes) is more candidates of --precision auto, built
+    when auto asks, and part of an untrained speed study's INT8 (``untrained_int8``)."""
+    return bool(backend.own_int8) and "int8" in plan.precisions and (plan.request.recommend or plan.source.untrained)
 
 
 def _delegation_note(delegation: dict[str, Any], batch: dict[str, Any] | None) -> str:
@@ -353,9 +374,13 @@ def _resolve(request: BundleRequest) -> _Plan:
     split, why_random = load_eval_split(source, request.dataset, request.data_dir)
     batch = make_parity_batch(split, source.input_size, request.parity_images, why_random)
     skipped = [{"what": f"{e} engines", "reason": r} for e, r in skipped_engines.items()]
-    if "int8" in precisions and (source.untrained or split is None):
-        reason = ("the weights are random (no --checkpoint): calibration and accuracy would mean nothing"
-                  if source.untrained else f"no calibration data: {why_random}")
+    if request.untrained_int8 and not source.untrained:
+        raise UserError(f"--untrained-int8 is for random weights (no --checkpoint, or one marked untrained); "
+                        f"{source.checkpoint} is trained: drop the flag")
+    if "int8" in precisions and (split is None or (source.untrained and not request.untrained_int8)):
+        reason = (f"no calibration data: {why_random}" if split is None else
+                  "the weights are random (untrained): calibration and accuracy would mean nothing (pass "
+                  "--untrained-int8 to build it anyway for a speed-only study)")
         skipped.append({"what": "int8", "reason": reason})
         precisions.remove("int8")
     if request.recommend and (source.untrained or split is None):
@@ -412,9 +437,10 @@ class _Writer:
 
     def add_onnx(self, key: str, path: Path, extra: dict[str, Any]) -> Path:
         plan, precision = self.plan, key.split("-")[0]
-        parity = require_parity(check_parity(plan.source.model, path, plan.batch.images, precision, self.reference),
-                                path.name, f"nothing was written; drop {precision} from --precision to export the rest"
-                                if precision != "fp32" else "nothing was written; report it with the ONNX file")
+        parity = judge_parity(check_parity(plan.source.model, path, plan.batch.images, precision, self.reference),
+                              path.name, f"nothing was written; drop {precision} from --precision to export the rest"
+                              if precision != "fp32" else "nothing was written; report it with the ONNX file",
+                              untrained=plan.source.untrained)
         parity["inputs"] = plan.batch.source
         kept = _housekeeping_removed(read_manifest_if_any(path))
         if kept.get("accuracy"):  # the quantize stage's FP32-vs-INT8 comparison (and its fallbacks)
@@ -433,7 +459,7 @@ class _Writer:
 
     def write_onnx_variants(self) -> None:
         from ..models import count_macs, count_params
-        from ..quant import convert_fp16, quantize_onnx
+        from ..quant import AccuracyBudget, convert_fp16, quantize_onnx
 
         plan, source, request = self.plan, self.plan.source, self.plan.request
         self.bar.set_postfix_str("fp32 onnx")
@@ -451,11 +477,13 @@ class _Writer:
         if "int8" in plan.precisions:
             self.bar.set_postfix_str("int8 onnx")
             calib = self.calibration_file()
-            measure = {"eval_set": plan.split, "eval_images": request.eval_images} if request.eval_images > 0 else {}
+            # random weights' top-1 is noise: no accuracy-driven fallback to float for them
+            budget = AccuracyBudget(plan.split, request.eval_images, request.int8_max_drop) \
+                if request.eval_images > 0 and not plan.source.untrained else None
             for layout in plan.int8_layouts():
                 key = _variant_key(layout)
                 path = quantize_onnx(fp32, calib, self.tmp / f"{plan.base}.{key}.onnx", target=layout,
-                                     max_drop=request.int8_max_drop, progress=request.progress, **measure)
+                                     budget=budget, progress=request.progress)
                 self.add_onnx(key, path, derived)
 
     def add_embedded(self, fp32: Path, derived: dict[str, Any]) -> None:
@@ -508,47 +536,33 @@ class _Writer:
                 self.build_own_int8(backend)
 
     def build_own_int8(self, backend: Backend) -> None:
-        """The backend's own INT8 (OpenVINO: NNCF) from the FP32 ONNX, on the calibration set the Q/DQ files use."""
+        """The backend's own INT8 (OpenVINO: NNCF) from the FP32 ONNX, one file per scope it quantizes in
+        (``int8-nncf``: every convolution, ``int8-nncf-pointwise``: the 1×1 ones), on the calibration set the
+        Q/DQ files use."""
         from ..quant import CalibrationSet
 
         plan = self.plan
-        key = f"int8-{backend.own_int8}"
-        self.bar.set_postfix_str(f"{key} {backend.name}")
         calib = CalibrationSet.load(self.calibration_file())
         calib.check_usable_for(plan.source.preprocess, plan.source.checkpoint or plan.source.model_name)
         fp32 = self.onnx_files["fp32"]
-        try:
-            engine = build_engine(fp32, backend.default_path(fp32.with_name(f"{plan.base}.{key}.onnx")), backend.name,
-                                  images=plan.batch.images, parity_source=plan.batch.source, precision="int8",
-                                  calibration=calib.images.numpy(), calibration_source=str(calib.path))
-        except RuntimeUnavailable as exc:  # the quantizer is an extra of its own (NNCF): the rest still ships
-            plan.skipped.append({"what": f"{backend.name} {key}", "reason": str(exc)})
-            return
-        manifest = _housekeeping_removed(read_manifest(engine))
-        write_manifest(engine, {**manifest, **plan.common})
-        self.files.append(_file_entry(engine, backend.name, key, manifest["parity"], self._accuracy(engine)))
-        self.bar.update()
+        for key, scope in backend.own_int8_variants().items():
+            self.bar.set_postfix_str(f"{key} {backend.name}")
+            try:
+                engine = build_engine(fp32, backend.default_path(fp32.with_name(f"{plan.base}.{key}.onnx")),
+                                      backend.name, images=plan.batch.images, parity_source=plan.batch.source,
+                                      precision="int8", calibration=calib.images.numpy(),
+                                      calibration_source=str(calib.path), int8_scope=scope)
+            except RuntimeUnavailable as exc:  # the quantizer is an extra of its own (NNCF): the rest still ships
+                plan.skipped.append({"what": f"{backend.name} {key}", "reason": str(exc)})
+                return
+            manifest = _housekeeping_removed(read_manifest(engine))
+            write_manifest(engine, {**manifest, **plan.common})
+            self.files.append(_file_entry(engine, backend.name, key, manifest["parity"], self._accuracy(engine)))
+            self.bar.update()
 
     def candidates(self) -> list[CandidateFile]:
-        """Every file of the bundle, plus each FP32 file again in every mode its runner offers: one per arithmetic
-        (``openvino-bf16``) and the runtime's own defaults (``openvino-default``, the peer a user gets without
-        this tool), so the pick is never one the runtime's defaults beat in the same timing; and the backend's
-        own INT8 file in each mode that applies to it (``openvino-int8-nncf-bf16``: its float parts in BF16)."""
-        out = []
-        for f in self.files:
-            if f.get("embedded_preprocess"):  # takes pixels, not the images every candidate is timed on
-                continue
-            backend = get_backend(f["backend"])
-            name, path = f"{backend.row_tag}-{f['variant']}", self.tmp / f["file"]
-            out.append(CandidateFile(name, path, role=backend.role))
-            if f["precision"] == "fp32":
-                for mode, precision in backend.runner_modes().items():
-                    out.append(CandidateFile(f"{backend.row_tag}-{precision or 'default'}", path, mode=mode,
-                                             role=backend.role))
-            elif f["variant"] == f"int8-{backend.own_int8}":
-                for mode, precision in backend.own_int8_modes().items():
-                    out.append(CandidateFile(f"{name}-{precision}", path, mode=mode, role=backend.role))
-        return out
+        """What ``--precision auto`` times: :func:`~rexnet_deploy.bundle.auto.candidate_files` of this bundle."""
+        return candidate_files(self.files, self.tmp)
 
     def time_candidates(self) -> dict[str, Any]:
         """``--precision auto``: every candidate timed at the deploy batch here; the fastest within the budget."""
@@ -594,8 +608,8 @@ class _Writer:
                 candidate = runner.infer(plan.batch.images)
             parity = {**compare_logits(self.reference, candidate, precision), "reference": "torch",
                       "runtime": backend.name, "inputs": plan.batch.source}
-            require_parity(parity, path.name, f"nothing was written; drop {backend.name} from --engines to export "
-                                              f"the rest")
+            parity = judge_parity(parity, path.name, f"nothing was written; drop {backend.name} from --engines to "
+                                                     f"export the rest", untrained=source.untrained)
             accuracy = self._accuracy(path)
             if accuracy and precision == "fp32":
                 fp32_top1 = accuracy["top1"]
@@ -655,7 +669,7 @@ def export_bundle(request: BundleRequest) -> Path:
     plan = _resolve(request)
     onnx_count = len(plan.precisions) - ("int8" in plan.precisions) + (
         len(plan.int8_layouts()) if "int8" in plan.precisions else 0)
-    own_int8 = sum(1 for b in map(get_backend, plan.engines) if _builds_own_int8(plan, b))
+    own_int8 = sum(len(b.own_int8_variants()) for b in map(get_backend, plan.engines) if _builds_own_int8(plan, b))
     # an engine from ONNX takes one ONNX per precision; from the model, its precisions
     steps = onnx_count + own_int8 + sum(
         len(_checkpoint_precisions(plan, b)) if b.builds_from_checkpoint else len(plan.precisions)
@@ -677,8 +691,9 @@ def summary_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for f in bundle["files"]:
         p = f["parity"]
-        # every file in a bundle passed its check (a failure stops the export)
-        parity = f"ok, max diff {p['max_abs_diff']:.1e}, top-1 {100 * p['top1_agreement']:.0f} %"
+        # every file in a bundle passed its check (a failure stops the export), but INT8 of random weights
+        state = "ok" if p["passed"] else "not required (INT8 of random weights)"
+        parity = f"{state}, max diff {p['max_abs_diff']:.1e}, top-1 {100 * p['top1_agreement']:.0f} %"
         if f.get("delegation"):
             parity += f"; {_delegation_note(f['delegation'], f.get('batch'))}"
         acc = f["accuracy"]

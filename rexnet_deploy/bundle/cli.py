@@ -48,6 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write <model>.fp32.uint8.onnx: takes uint8 NHWC pixels at the model's size and scales "
                         "and normalises inside its graph (resize/crop/pad stay on the host); OpenVINO runs the same "
                         "ONNX (default: off)")
+    p.add_argument("--untrained-int8", action="store_true",
+                   help="without --checkpoint: build INT8 of the random weights anyway (ONNX Runtime Q/DQ, OpenVINO "
+                        "NNCF in every scope, ExecuTorch), calibrated on --dataset's real images, for a speed-only "
+                        "study; every file stays marked untrained and is never recommended (default: INT8 skipped)")
     p.set_defaults(func=run)
 
 
@@ -61,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset or DEFAULT_OPSET, dataset=args.dataset, data_dir=args.data_dir,
         calibration=args.calibration, engines=engines_arg(args.engines), parity_images=args.parity_images,
         eval_images=args.eval_images, int8_max_drop=args.int8_max_drop, deploy_batch=args.deploy_batch,
-        budget_points=args.budget, embed_preprocess=args.embed_preprocess))
+        budget_points=args.budget, embed_preprocess=args.embed_preprocess, untrained_int8=args.untrained_int8))
     bundle = read_bundle(out)
     if bundle["untrained"]:
-        print("note: no --checkpoint: exported randomly initialised weights (for speed studies only); "
-              "the bundle is marked untrained", file=sys.stderr)
+        print("note: randomly initialised weights (no --checkpoint, or one marked untrained): for speed studies "
+              "only; the bundle is marked untrained", file=sys.stderr)
     print(format_table(summary_rows(bundle)))
     print(f"bundle: {out}/ (bundle.json, bundle.md; parity inputs: {bundle['parity_inputs']})")
     if bundle.get("precision_auto"):

@@ -71,7 +71,7 @@ def export_fp32(checkpoint: Path, out: Path, val: ImageDataset) -> Path:
 def prepare_artifacts(name: str, checkpoint: Path, calib: Path, val: ImageDataset, work: Path,
                       eval_images: int | None) -> dict[str, Path]:
     """FP32, INT8 for every method × target, and FP16 ONNX files of one model: ``{row name: path}``."""
-    from ..quant import METHODS, convert_fp16, quantize_onnx, targets
+    from ..quant import METHODS, AccuracyBudget, convert_fp16, quantize_onnx, targets
 
     fp32 = export_fp32(checkpoint, work / f"{name}.fp32.onnx", val)
     files = {"ort-fp32": fp32}
@@ -79,7 +79,7 @@ def prepare_artifacts(name: str, checkpoint: Path, calib: Path, val: ImageDatase
         for method in METHODS:
             files[f"int8-{target}-{method}"] = quantize_onnx(
                 fp32, calib, work / f"{name}.int8-{target}-{method}.onnx", method=method, target=target,
-                eval_set=val, eval_images=eval_images)
+                budget=AccuracyBudget(val, eval_images))
     files["fp16"] = convert_fp16(fp32, work / f"{name}.fp16.onnx", eval_set=val, eval_images=eval_images)
     return files
 

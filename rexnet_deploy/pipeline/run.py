@@ -211,7 +211,8 @@ def pipeline_suite(source: Path, pruned: Path, bundle_dir: Path, bundle: dict[st
         specs.append(ArtifactSpec(f"{backend.row_tag}-{f['variant']}", backend.role, bundle_dir / f["file"],
                                   device=backend.devices[0]))
         if f["precision"] == "fp32":
-            # the peer row: the same FP32 file with nothing set but the threads (what a user gets without this tool)
+            # the peer rows: the same FP32 file under the runtime's own defaults, run as its own benchmark runs it
+            # (openvino-default, ort-default: what a user gets without this tool)
             for mode, precision in backend.runner_modes().items():
                 if precision is None:
                     specs.append(ArtifactSpec(f"{backend.row_tag}-default", backend.role, bundle_dir / f["file"],

@@ -259,31 +259,43 @@ def prune_to_budget(model: ReXNet, *, macs_ratio: float | None = None, params_ra
                                        f"{metric}_ratio_reached": reached})
 
 
-def prune_model(model: ReXNet, *, width: float | None = None, macs_ratio: float | None = None,
-                params_ratio: float | None = None, importance: str = "l2", steps: int = 1,
-                example_input: torch.Tensor, taylor_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
-                progress: bool = False) -> ReXNet:
-    """A pruned copy of ``model``: to the family's plan at ``width``, or to a MACs/params ratio (0 < r < 1).
+@dataclass(frozen=True)
+class PruneSpec:
+    """What to prune to and how: exactly one of the family's plan at ``width``, a MACs or a params ratio
+    (0 < r < 1); the channel ``importance`` and the number of iterative ``steps``."""
+
+    width: float | None = None
+    macs_ratio: float | None = None
+    params_ratio: float | None = None
+    importance: str = "l2"
+    steps: int = 1
+
+    def check(self) -> "PruneSpec":
+        check_request(self.width, self.macs_ratio, self.params_ratio, self.importance, self.steps)
+        return self
+
+
+def prune_model(model: ReXNet, spec: PruneSpec, *, example_input: torch.Tensor,
+                taylor_batch: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = False) -> ReXNet:
+    """A pruned copy of ``model`` as ``spec`` says.
 
     ``example_input`` is a batch at the model's input size (traced, and MACs are counted at its size);
     ``taylor_batch`` (images, labels) is needed for ``importance="taylor"``.
     """
-    return prune_outcome(model, width=width, macs_ratio=macs_ratio, params_ratio=params_ratio, importance=importance,
-                         steps=steps, example_input=example_input, taylor_batch=taylor_batch,
+    return prune_outcome(model, spec, example_input=example_input, taylor_batch=taylor_batch,
                          progress=progress).model
 
 
-def prune_outcome(model: ReXNet, *, width: float | None = None, macs_ratio: float | None = None,
-                  params_ratio: float | None = None, importance: str = "l2", steps: int = 1,
-                  example_input: torch.Tensor, taylor_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+def prune_outcome(model: ReXNet, spec: PruneSpec, *, example_input: torch.Tensor,
+                  taylor_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
                   progress: bool = False) -> PruneOutcome:
-    """:func:`prune_model` with the kept-channel record (what the coupling test and the report use)."""
-    check_request(width, macs_ratio, params_ratio, importance, steps)
-    if width is not None:
-        return prune_to_width(model, width, importance=importance, steps=steps, example_input=example_input,
-                              taylor_batch=taylor_batch, progress=progress)
-    return prune_to_budget(model, macs_ratio=macs_ratio, params_ratio=params_ratio, importance=importance,
-                           steps=steps, example_input=example_input, taylor_batch=taylor_batch, progress=progress)
+    """:func:`prune_model` with the kept-channel record (the prune stage's report reads it)."""
+    spec.check()
+    how = {"importance": spec.importance, "steps": spec.steps, "example_input": example_input,
+           "taylor_batch": taylor_batch, "progress": progress}
+    if spec.width is not None:
+        return prune_to_width(model, spec.width, **how)
+    return prune_to_budget(model, macs_ratio=spec.macs_ratio, params_ratio=spec.params_ratio, **how)
 
 
 def check_request(width: float | None, macs_ratio: float | None, params_ratio: float | None, importance: str,

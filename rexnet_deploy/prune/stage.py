@@ -27,7 +27,7 @@ from ..report import format_table, markdown_table
 from ..train import Distillation, Recipe, TrainRequest, fit, load_recipe
 from ..train.recipe import recipe_from_dict
 from ..train.trainer import check_distillation
-from .engine import check_narrower, check_request, prune_outcome
+from .engine import PruneSpec, check_narrower, prune_outcome
 from .groups import widths_off_multiple
 
 TAYLOR_IMAGES = 256  # labelled training images whose loss gradient ranks channels for Taylor importance
@@ -76,9 +76,13 @@ class PruneRequest:
     device: str | None = None
     progress: bool = True
 
+    @property
+    def spec(self) -> PruneSpec:
+        return PruneSpec(self.width, self.macs_ratio, self.params_ratio, self.importance, self.steps)
+
     def check(self) -> None:
         """One-line refusals of a malformed request, before any model or data is touched."""
-        check_request(self.width, self.macs_ratio, self.params_ratio, self.importance, self.steps)
+        self.spec.check()
         check_distillation(self.finetune.kd_weight, self.finetune.kd_temperature)
 
 
@@ -233,10 +237,8 @@ def _prune_and_save(request: PruneRequest, inputs: _Inputs, out: Path, device: s
         pick = inputs.train_set.subset(TAYLOR_IMAGES, seed=0)
         taylor_batch = (pick.inputs(range(len(pick))), pick.labels)
     started = time.perf_counter()
-    outcome = prune_outcome(inputs.source, width=request.width, macs_ratio=request.macs_ratio,
-                            params_ratio=request.params_ratio, importance=request.importance, steps=request.steps,
-                            example_input=torch.randn(1, *inputs.input_size), taylor_batch=taylor_batch,
-                            progress=request.progress)
+    outcome = prune_outcome(inputs.source, request.spec, example_input=torch.randn(1, *inputs.input_size),
+                            taylor_batch=taylor_batch, progress=request.progress)
     seconds = time.perf_counter() - started
     model = outcome.model
     settings = {"mode": outcome.info["mode"], "width": request.width, "macs_ratio": request.macs_ratio,
@@ -244,6 +246,8 @@ def _prune_and_save(request: PruneRequest, inputs: _Inputs, out: Path, device: s
                 **outcome.info, "widths_off_multiple_of_8": widths_off_multiple(model)}
     provenance = {"source": str(request.checkpoint), "source_sha256": sha256_file(request.checkpoint),
                   "pruning": settings}
+    if inputs.meta.get("untrained"):  # random weights pruned for a speed study stay marked (fine-tuning trains them)
+        provenance["untrained"] = True
     test_set = inputs.test_set
     data_meta = data_record(test_set) if test_set is not None else {}
     metrics = _evaluate(model, test_set, request.eval_limit, device, request.progress) \

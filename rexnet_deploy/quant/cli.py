@@ -94,7 +94,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     from ..data import load_split
     from ..errors import UserError
     from .fp16 import convert_fp16
-    from .int8 import quantize_onnx
+    from .int8 import AccuracyBudget, quantize_onnx
 
     if not args.onnx.is_file():
         raise UserError(f"ONNX file {args.onnx} does not exist: check the path or run `rexnet-deploy export`")
@@ -112,9 +112,10 @@ def run_quantize(args: argparse.Namespace) -> int:
         out = convert_fp16(args.onnx, args.out or Path(f"{stem}-fp16.onnx"), eval_set=eval_set,
                            eval_images=args.eval_images)
     else:
+        budget = None if eval_set is None else AccuracyBudget(eval_set, args.eval_images, args.max_drop,
+                                                              args.max_float_units)
         out = quantize_onnx(args.onnx, args.calib, args.out or Path(f"{stem}-int8-{args.target}-{args.method}.onnx"),
-                            method=args.method, target=args.target, eval_set=eval_set, max_drop=args.max_drop,
-                            eval_images=args.eval_images, max_float_units=args.max_float_units)
+                            method=args.method, target=args.target, budget=budget)
     return _report(out, args.precision)
 
 

@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..artifacts import atomic_path, sha256_file, write_manifest
 from ..backends import TargetLayout, evaluate, open_runner
-from ..data import ImageDataset
+from ..data import DataSplit
 from ..errors import UserError, first_line
 from ..onnx_io import qdq_layout, read_metadata, set_metadata
 from .calibration import CalibrationSet, onnx_preprocess
@@ -191,20 +192,54 @@ def rank_sensitivity(prepared: Path, ranges: Path, layout: TargetLayout, method:
     return sorted(ranked, key=lambda r: -r["logit_error"])
 
 
-def _accuracy(path: Path, eval_set: ImageDataset, eval_images: int | None, progress: bool) -> dict[str, float]:
-    with open_runner(path, role="onnx") as runner:
-        return evaluate(runner, eval_set, limit=eval_images, progress=progress)
+@dataclass(frozen=True)
+class AccuracyBudget:
+    """How an INT8 file is held to FP32's top-1: both measured on the first ``eval_images`` images of ``eval_set``
+    (all by default); when INT8 loses more than ``max_drop`` points, the most sensitive units are kept in float,
+    one more at a time (at most ``max_float_units``), until the budget holds."""
+
+    eval_set: DataSplit
+    eval_images: int | None = None
+    max_drop: float = 0.5
+    max_float_units: int = 16
+
+    def check(self) -> None:
+        if self.max_drop < 0 or self.max_float_units < 0 or (self.eval_images is not None and self.eval_images < 1):
+            raise UserError(f"max_drop ({self.max_drop}) and max_float_units ({self.max_float_units}) must be ≥ 0 "
+                            f"and eval_images ({self.eval_images}) ≥ 1: fix the option")
+
+    def accuracy(self, path: Path, progress: bool) -> dict[str, float]:
+        with open_runner(path, role="onnx") as runner:
+            return evaluate(runner, self.eval_set, limit=self.eval_images, progress=progress)
+
+
+@dataclass(frozen=True)
+class _Quantization:
+    """One quantization in progress: the prepared FP32 graph, its ranges, the layout, and where to work."""
+
+    source: Path
+    prepared: Path
+    ranges: Path
+    layout: TargetLayout
+    method: str
+    calib: CalibrationSet
+    work: Path
+    progress: bool
+
+    def build(self, float_units: list[dict[str, Any]], path: Path | None = None) -> Path:
+        """The Q/DQ model with ``float_units`` left in float."""
+        path = path or self.work / f"int8-float{len(float_units)}.onnx"
+        return build_qdq(self.prepared, self.ranges, path, self.layout, self.method,
+                         nodes_to_exclude=[n for u in float_units for n in u["nodes"]])
 
 
 def quantize_onnx(onnx_path: str | Path, calibration: str | Path, out_path: str | Path, *, method: str = "minmax",
-                  target: str = "ort-cpu", eval_set: ImageDataset | None = None, max_drop: float = 0.5,
-                  eval_images: int | None = None, max_float_units: int = 16, progress: bool = True) -> Path:
+                  target: str = "ort-cpu", budget: AccuracyBudget | None = None, progress: bool = True) -> Path:
     """Quantize an FP32 ONNX model to INT8 Q/DQ for ``target``; write it and its manifest.
 
-    With ``eval_set`` (the validation split), FP32 and INT8 top-1/top-5 are measured on its first
-    ``eval_images`` images; if INT8 loses more than ``max_drop`` points of top-1, the most sensitive
-    units are kept in float, one more at a time (at most ``max_float_units``), until the budget holds.
-    The manifest says which stayed float and whether the budget held. Returns ``out_path``.
+    With ``budget``, FP32 and INT8 top-1/top-5 are measured and the most sensitive units fall back to float until
+    INT8 is within its ``max_drop`` (:class:`AccuracyBudget`). The manifest says which stayed float and whether
+    the budget held. Returns ``out_path``.
     """
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if method not in METHODS:
@@ -212,30 +247,28 @@ def quantize_onnx(onnx_path: str | Path, calibration: str | Path, out_path: str 
     layouts = targets()
     if target not in layouts:
         raise UserError(f"unknown quantization target {target!r}: choose {', '.join(layouts)}")
-    if max_drop < 0 or max_float_units < 0 or (eval_images is not None and eval_images < 1):
-        raise UserError(f"max_drop ({max_drop}) and max_float_units ({max_float_units}) must be ≥ 0 and eval_images "
-                        f"({eval_images}) ≥ 1: fix the option")
+    if budget is not None:
+        budget.check()
     layout = layouts[target]
     preprocess = onnx_preprocess(onnx_path)
     calib = CalibrationSet.load(calibration)
     calib.check_usable_for(preprocess, onnx_path)
-    if eval_set is not None and not eval_set.preprocess.matches(preprocess):
-        raise UserError(f"evaluation split {eval_set.name}/{eval_set.split} is preprocessed differently from "
-                        f"{onnx_path}: evaluate on the model's dataset")
+    if budget is not None and not budget.eval_set.preprocess.matches(preprocess):
+        raise UserError(f"evaluation split {budget.eval_set.name}/{budget.eval_set.split} is preprocessed "
+                        f"differently from {onnx_path}: evaluate on the model's dataset")
 
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
         work = Path(tmp)
         prepared = prepare_for_quantization(onnx_path, work / "prepared.onnx")
-        ranges = calibrate(prepared, calib, method, layout, work / "ranges.json", progress)
+        job = _Quantization(onnx_path, prepared, calibrate(prepared, calib, method, layout, work / "ranges.json",
+                                                           progress), layout, method, calib, work, progress)
         accuracy: dict[str, Any] | None = None
         float_units: list[dict[str, Any]] = []
         ranked: list[dict[str, Any]] = []
-        if eval_set is None:
-            candidate = build_qdq(prepared, ranges, work / "int8.onnx", layout, method)
+        if budget is None:
+            candidate = job.build([], work / "int8.onnx")
         else:
-            candidate, accuracy, float_units, ranked = _quantize_within_budget(
-                onnx_path, prepared, ranges, layout, method, calib, work, eval_set, eval_images, max_drop,
-                max_float_units, progress)
+            candidate, accuracy, float_units, ranked = _quantize_within_budget(job, budget)
         _copy_metadata(onnx_path, candidate, {"precision": "int8", "quant_target": target, "quant_method": method})
         with atomic_path(out_path) as staged:
             shutil.copyfile(candidate, staged)
@@ -256,33 +289,31 @@ def quantize_onnx(onnx_path: str | Path, calibration: str | Path, out_path: str 
     return out_path
 
 
-def _quantize_within_budget(onnx_path: Path, prepared: Path, ranges: Path, layout: TargetLayout, method: str,
-                            calib: CalibrationSet, work: Path, eval_set: ImageDataset, eval_images: int | None,
-                            max_drop: float, max_float_units: int, progress: bool,
+def _quantize_within_budget(job: _Quantization, budget: AccuracyBudget,
                             ) -> tuple[Path, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Quantize everything; if top-1 drops more than ``max_drop``, rank the units and fall back.
+    """Quantize everything; if top-1 drops more than the budget allows, rank the units and fall back.
 
     Returns (model, accuracy record, units kept in float, the sensitivity ranking or [] when not needed).
     """
     def build(units: list[dict[str, Any]]) -> tuple[Path, dict[str, float]]:
-        path = work / f"int8-float{len(units)}.onnx"
-        build_qdq(prepared, ranges, path, layout, method, nodes_to_exclude=[n for u in units for n in u["nodes"]])
-        return path, _accuracy(path, eval_set, eval_images, progress)
+        path = job.build(units)
+        return path, budget.accuracy(path, job.progress)
 
-    fp32 = _accuracy(onnx_path, eval_set, eval_images, progress)
+    fp32 = budget.accuracy(job.source, job.progress)
     candidate, int8 = build([])
     steps = [{"float_units": [], "top1": int8["top1"], "top5": int8["top5"]}]
     float_units: list[dict[str, Any]] = []
     ranked: list[dict[str, Any]] = []
-    if fp32["top1"] - int8["top1"] > max_drop and max_float_units > 0:
-        ranked = rank_sensitivity(prepared, ranges, layout, method, calib, work, progress)
-        candidate, int8, float_units = _fall_back(ranked[:max_float_units], fp32["top1"] - max_drop,
+    if fp32["top1"] - int8["top1"] > budget.max_drop and budget.max_float_units > 0:
+        ranked = rank_sensitivity(job.prepared, job.ranges, job.layout, job.method, job.calib, job.work, job.progress)
+        candidate, int8, float_units = _fall_back(ranked[:budget.max_float_units], fp32["top1"] - budget.max_drop,
                                                   (candidate, int8), steps, build)
     drop = fp32["top1"] - int8["top1"]
-    accuracy = {"split": f"{eval_set.name}/{eval_set.split}", "num_images": fp32["num_images"],
+    split = budget.eval_set
+    accuracy = {"split": f"{split.name}/{split.split}", "num_images": fp32["num_images"],
                 "fp32": {"top1": fp32["top1"], "top5": fp32["top5"]},
-                "int8": {"top1": int8["top1"], "top5": int8["top5"]}, "top1_drop": drop, "max_drop": max_drop,
-                "within_budget": drop <= max_drop, "fallback_steps": steps}
+                "int8": {"top1": int8["top1"], "top5": int8["top5"]}, "top1_drop": drop, "max_drop": budget.max_drop,
+                "within_budget": drop <= budget.max_drop, "fallback_steps": steps}
     return candidate, accuracy, float_units, ranked
 
 
