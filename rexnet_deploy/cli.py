@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from . import __version__
+from .cli_args import PROGRESS_HELP
 from .errors import CheckFailed, UserError
 
 # Stage command modules, in pipeline order.
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parser(sub)
+    for command in sub.choices.values():  # one flag, one default, in every command
+        command.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
     return parser
 
 

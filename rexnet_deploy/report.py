@@ -10,6 +10,8 @@ def _cell(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
+        if 0 < abs(value) < 0.01:  # a small ratio or drop keeps its digits instead of reading 0.00
+            return f"{value:.2g}"
         return f"{value:.2f}" if abs(value) < 1e5 else f"{value:.3g}"
     return str(value)
 

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", help="OpenVINO IR (.xml) or ONNX file")
     parser.add_argument("--bundle", help="a bundle folder: check its peer and its --precision auto pick")
-    parser.add_argument("--batch", type=int, help="batch size (default: a bundle's --deploy-batch, else 32)")
+    parser.add_argument("--batch", type=int, help="batch size (default: a bundle's export --batch, else 32)")
     parser.add_argument("--mode", choices=MODES, default="defaults",
                         help="the row's mode: defaults (the peer, default), tool (f32) or bf16")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run, each side")

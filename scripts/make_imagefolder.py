@@ -2,10 +2,11 @@
 
 Real images in the layout users bring their own data in, for tests and recorded pipeline runs. ``train/``
 takes the first ``--per-class`` images of each class from the training split, ``val/`` the first
-``--val-per-class`` of each class from the test split; the PNGs are the dataset's own 28×28 greyscale
-images (the data layer converts them to RGB). Class folders are the class names with ``/`` replaced.
+``--val-per-class`` of each class from the test split (``--classes``: only these class ids, e.g. 5,6,7,8,9);
+the PNGs are the dataset's own 28×28 greyscale images (the data layer converts them to RGB). Class folders are
+the class names with ``/`` replaced.
 Usage: .venv/bin/python scripts/make_imagefolder.py --out runs/fmnist-folder [--per-class 600]
-       [--val-per-class 200] [--size 28] [--data-dir /usr/share/datasets/fashion-mnist]
+       [--val-per-class 200] [--classes 0,1,2,3,4] [--size 28] [--data-dir /usr/share/datasets/fashion-mnist]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,9 @@ def folder_name(cls: str) -> str:
 
 
 def write_tree(out: Path, per_class: int, val_per_class: int, size: int = 28,
-               data_dir: str | Path | None = None) -> dict[str, int]:
-    """Write the tree; returns how many images each split got. Refuses a non-empty ``out``."""
+               data_dir: str | Path | None = None, classes: Sequence[int] | None = None) -> dict[str, int]:
+    """Write the tree (``classes``: these class ids only, default all ten); returns how many images each split
+    got. Refuses a non-empty ``out``."""
     from PIL import Image
 
     root = Path(data_dir or os.environ.get("REXNET_DEPLOY_FMNIST") or FASHION_MNIST_DIR)
@@ -38,7 +41,8 @@ def write_tree(out: Path, per_class: int, val_per_class: int, size: int = 28,
         images = _read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
         labels = _read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte"))
         counts[split] = 0
-        for label, cls in enumerate(FASHION_MNIST_CLASSES):
+        for label in range(len(FASHION_MNIST_CLASSES)) if classes is None else classes:
+            cls = FASHION_MNIST_CLASSES[label]
             folder = out / split / folder_name(cls)
             folder.mkdir(parents=True, exist_ok=True)
             members = np.flatnonzero(labels == label)[:n]
@@ -53,6 +57,17 @@ def write_tree(out: Path, per_class: int, val_per_class: int, size: int = 28,
     return counts
 
 
+def _class_ids(text: str) -> list[int]:
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"class ids must be integers like 5,6,7, not {text!r}") from None
+    if not ids or not all(0 <= i < len(FASHION_MNIST_CLASSES) for i in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"class ids must be distinct, in 0..{len(FASHION_MNIST_CLASSES) - 1}, "
+                                         f"not {text!r}")
+    return ids
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
@@ -61,14 +76,16 @@ def main() -> int:
                         help="val/ images per class (default: a third of --per-class, at least 10)")
     parser.add_argument("--size", type=int, default=28, help="PNG side in pixels (default 28, the dataset's own)")
     parser.add_argument("--data-dir", help="folder of the idx files (default: the Debian package's)")
+    parser.add_argument("--classes", type=_class_ids, help="class ids to write, e.g. 5,6,7,8,9 (default all ten)")
     args = parser.parse_args()
     val = args.val_per_class if args.val_per_class is not None else max(10, args.per_class // 3)
     try:
-        counts = write_tree(args.out, args.per_class, val, args.size, args.data_dir)
+        counts = write_tree(args.out, args.per_class, val, args.size, args.data_dir, args.classes)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.out}: {counts['train']} train and {counts['val']} val images, {len(FASHION_MNIST_CLASSES)} classes, "
+    print(f"{args.out}: {counts['train']} train and {counts['val']} val images, "
+          f"{len(args.classes or FASHION_MNIST_CLASSES)} classes, "
           f"{args.size}×{args.size} greyscale PNG")
     return 0
 

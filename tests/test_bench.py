@@ -202,8 +202,8 @@ def test_results_validate_against_the_schema(cli_run):
 def test_gate_passes_at_the_measured_floor_and_fails_above_it(cli_run, tmp_path):
     _, out, results = cli_run
     top1 = results["rows"][1]["accuracy"]["top1"]
-    assert check_results(results, {"artifacts": {"cli/onnx:tiny": {"min_top1": top1}}})
-    report = check_results(out / "results.json", {"artifacts": {"cli/onnx:tiny": {"min_top1": top1 + 0.01}}})
+    assert check_results(results, {"artifacts": {"tiny/onnx:tiny": {"min_top1": top1}}})
+    report = check_results(out / "results.json", {"artifacts": {"tiny/onnx:tiny": {"min_top1": top1 + 0.01}}})
     assert not report and [o.check for o in report.failures] == [f"top-1 ≥ {top1 + 0.01:.2f}"]
 
     # the same through the CLI, with JUnit XML
@@ -239,8 +239,8 @@ def test_a_baseline_keyed_by_isa_class_applies_to_that_class_only(cli_run):
     top1 = results["rows"][1]["accuracy"]["top1"]
     here, other = copy.deepcopy(results), copy.deepcopy(results)
     here["machine"]["isa_class"], other["machine"]["isa_class"] = "avx2", "amx"
-    gate = {"artifacts": {"cli/onnx:tiny": {"min_top1": 0}},
-            "by_isa_class": {"amx": {"cli/onnx:tiny": {"min_top1": top1 + 1}}}}
+    gate = {"artifacts": {"tiny/onnx:tiny": {"min_top1": 0}},
+            "by_isa_class": {"amx": {"tiny/onnx:tiny": {"min_top1": top1 + 1}}}}
     assert check_results(here, gate) and check_results(here, gate).isa_class == "avx2"
     report = check_results(other, gate)
     assert not report and report.isa_class == "amx"
@@ -249,7 +249,7 @@ def test_a_baseline_keyed_by_isa_class_applies_to_that_class_only(cli_run):
 def test_gate_drops_are_one_sided_and_measured_in_the_same_run(cli_run):
     _, _, results = cli_run
     ref_top1 = results["rows"][0]["accuracy"]["top1"]
-    gate = {"artifacts": {"cli/onnx:tiny": {"max_drop": 0.5}}}
+    gate = {"artifacts": {"tiny/onnx:tiny": {"max_drop": 0.5}}}
     better, worse = copy.deepcopy(results), copy.deepcopy(results)
     better["rows"][1]["accuracy"]["top1"] = ref_top1 + 5.0  # an improvement passes however large
     worse["rows"][1]["accuracy"]["top1"] = ref_top1 - 0.6
@@ -263,21 +263,21 @@ def test_gate_drops_are_one_sided_and_measured_in_the_same_run(cli_run):
 def test_gate_speed_floors_missing_rows_and_skips(cli_run):
     _, _, results = cli_run
     speedup = results["rows"][1]["ratios"]["speedup"]["4"]
-    assert check_results(results, {"artifacts": {"cli/onnx:tiny": {"min_speedup": {4: speedup * 0.99}}}})
-    assert not check_results(results, {"artifacts": {"cli/onnx:tiny": {"min_speedup": {4: speedup * 1.01}}}})
-    assert not check_results(results, {"artifacts": {"cli/onnx:tiny": {"min_speedup": {64: 0.1}}}})  # not measured
-    assert not check_results(results, {"artifacts": {"cli/renamed": {"min_top1": 0}}})  # matches no row
+    assert check_results(results, {"artifacts": {"tiny/onnx:tiny": {"min_speedup": {4: speedup * 0.99}}}})
+    assert not check_results(results, {"artifacts": {"tiny/onnx:tiny": {"min_speedup": {4: speedup * 1.01}}}})
+    assert not check_results(results, {"artifacts": {"tiny/onnx:tiny": {"min_speedup": {64: 0.1}}}})  # not measured
+    assert not check_results(results, {"artifacts": {"tiny/renamed": {"min_top1": 0}}})  # matches no row
     skipped = copy.deepcopy(results)
     skipped["rows"][1].update(status="skipped", reason="no GPU", accuracy=None, speed=[], ratios=None)
-    assert check_results(skipped, {"artifacts": {"cli/onnx:tiny": {"min_top1": 99}}})
-    assert not check_results(skipped, {"artifacts": {"cli/onnx:tiny": {"min_top1": 99, "allow_skip": False}}})
+    assert check_results(skipped, {"artifacts": {"tiny/onnx:tiny": {"min_top1": 99}}})
+    assert not check_results(skipped, {"artifacts": {"tiny/onnx:tiny": {"min_top1": 99, "allow_skip": False}}})
     failed = copy.deepcopy(skipped)
     failed["rows"][1]["status"] = "failed"
-    assert not check_results(failed, {"artifacts": {"cli/onnx:tiny": {"min_top1": 0}}})
+    assert not check_results(failed, {"artifacts": {"tiny/onnx:tiny": {"min_top1": 0}}})
     # a drop against a reference that did not run is a failure, not a pass
     no_ref = copy.deepcopy(results)
     no_ref["rows"][0].update(status="skipped", reason="no GPU", accuracy=None, speed=[])
-    assert not check_results(no_ref, {"artifacts": {"cli/onnx:tiny": {"max_drop": 1.0}}})
+    assert not check_results(no_ref, {"artifacts": {"tiny/onnx:tiny": {"max_drop": 1.0}}})
 
 def test_junit_marks_skips(cli_run, tmp_path):
     _, _, results = cli_run
@@ -286,6 +286,24 @@ def test_junit_marks_skips(cli_run, tmp_path):
     report = check_results(skipped, {"artifacts": {"*": {"min_top1": 0}}})
     root = ET.parse(write_junit(report, tmp_path / "j.xml")).getroot()
     assert root.find("testsuite").get("skipped") == "1" and report.passed
+
+
+def test_junit_parses_with_a_third_party_parser_with_times_and_timestamp(cli_run, tmp_path):
+    """CI systems read the file with their own JUnit parsers: every case has a time, the suite a timestamp."""
+    import datetime
+
+    from junitparser import Failure, JUnitXml
+
+    _, _, results = cli_run
+    failing = copy.deepcopy(results)
+    report = check_results(failing, {"artifacts": {"*": {"min_top1": 101}}})
+    suites = list(JUnitXml.fromfile(str(write_junit(report, tmp_path / "j.xml"))))
+    assert len(suites) == 1 and suites[0].tests == len(report.outcomes) == suites[0].failures > 0
+    assert isinstance(datetime.datetime.fromisoformat(suites[0].timestamp), datetime.datetime)
+    assert suites[0].time is not None and suites[0].time >= 0
+    cases = list(suites[0])
+    assert cases and all(case.time is not None and case.time >= 0 for case in cases)
+    assert all(isinstance(case.result[0], Failure) for case in cases)
 
 # ---- suites: several artifacts, rows that cannot run ------------------------------------------------------------
 
@@ -454,3 +472,25 @@ def test_openvino_profile_counts_the_same_macs_and_names_the_kernels_precision(t
     assert "kernels in" in proc.stdout and "(openvino)" in (tmp_path / "p" / "profile.md").read_text()
     bad = run_cli("profile", str(tiny["onnx"]), "--mode", "bf16", "--out", str(tmp_path / "p2"))
     assert bad.returncode == 2 and "--mode bf16" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_bench_that_measured_nothing_is_one_line(tmp_path, fmnist_available):
+    """Every row the user named was skipped (a TensorRT engine on a machine without TensorRT): exit 2, one line."""
+    engine = tmp_path / "garbage.engine"
+    engine.write_bytes(b"not an engine")
+    proc = run_cli("bench", "--engine", str(engine), *QUICK, "--out", str(tmp_path / "out"))
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "warning" not in line]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1 and "nothing was measured" in lines[0] and "garbage/engine:garbage" in lines[0]
+
+
+def test_a_starved_row_is_warned_about_and_small_ratios_keep_their_digits():
+    from rexnet_deploy.bench.results import starved_rows
+    from rexnet_deploy.report import format_table
+
+    calm = {"batch": 4, "ms": {"median": 2.0, "p99": 3.0}}
+    busy = {"batch": 8, "ms": {"median": 2.0, "p99": 12.0}}
+    results = {"rows": [{"group": "g", "name": "a", "speed": [calm]}, {"group": "g", "name": "b", "speed": [busy]}]}
+    warnings = starved_rows(results)
+    assert len(warnings) == 1 and "g/b at batch 8" in warnings[0] and "6.0×" in warnings[0]
+    assert format_table([{"× img/s": 0.0042}]).splitlines()[-1].strip() == "0.0042"  # not 0.00

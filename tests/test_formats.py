@@ -60,7 +60,7 @@ def test_a_format_added_to_the_table_alone_is_trained_calibrated_and_benched(fak
     meta = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
     assert meta["dataset_spec"]["name"] == "fmnist_small"
     calib = tmp_path / "calib.pt"
-    assert main(["calib", "--checkpoint", str(run / "best.pt"), "--num-images", "64", "--out", str(calib)]) == 0
+    assert main(["calib", "--checkpoint", str(run / "best.pt"), "--calibration-images", "64", "--out", str(calib)]) == 0
     assert json.loads((tmp_path / "calib.pt.json").read_text())["dataset"] == "fmnist_small"
     out = tmp_path / "bench"
     assert main(["bench", "--checkpoint", str(run / "best.pt"), "--batches", "1", "--steps", "2", "--min-steps", "1",

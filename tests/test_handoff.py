@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FMNIST_PRE
+from conftest import FMNIST_PRE, run_cli
 
 from rexnet_deploy.artifacts import atomic_dir
 from rexnet_deploy.backends import get_backend
@@ -176,6 +176,15 @@ def test_kit_runs_the_executorch_program(fmnist_bundle, fmnist_pngs, tmp_path_fa
     (only_tool / "rexnet_deploy" / "__init__.py").write_text("raise ImportError('not here')\n")
     _, top1 = kit_top1(run_kit(fmnist_bundle, fmnist_pngs, only_tool, "--model", pte[0].name))
     assert abs(top1 - recorded_top1(fmnist_bundle, pte[0].name)) <= 0.1
+
+
+def test_predict_on_an_executorch_program_prints_no_runtime_chatter(fmnist_bundle, fmnist_pngs):
+    """ExecuTorch's C++ cpuinfo probing logs five lines on its first use: they stay out of the user's terminal."""
+    pte = sorted(fmnist_bundle.glob("*.pte"))
+    if not pte:
+        pytest.skip("executorch is not installed: pip install 'rexnet-deploy[executorch]'")
+    done = run_cli("predict", str(pte[0]), str(next(fmnist_pngs.rglob("*.png"))), "--threads", "2")
+    assert done.returncode == 0 and "cpuinfo" not in done.stderr and "threadpool" not in done.stderr, done.stderr
 
 
 def test_predict_agrees_across_the_runtimes_of_one_bundle(fmnist_bundle, fmnist_trained, fmnist_pngs, tmp_path,

@@ -102,8 +102,8 @@ def trained(tree, tmp_path_factory) -> Path:
 def pruned(trained, tmp_path_factory) -> Path:
     """``prune CKPT --macs 0.5 --epochs 1``: no dataset flags, the checkpoint says where its data is."""
     out = tmp_path_factory.mktemp("prune") / "p"
-    assert main(["prune", str(trained), "--macs", "0.5", "--epochs", "1", "--eval-images", "50", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert main(["prune", "--checkpoint", str(trained), "--macs", "0.5", "--epochs", "1", "--eval-images", "50",
+                 "--out", str(out), "--no-progress"]) == 0
     return out
 
 
@@ -142,7 +142,7 @@ def test_a_small_tree_is_held_in_memory_with_the_model_input_size(tree, capsys):
 
 
 def test_calib_reads_the_checkpoint_s_data(trained, tree, tmp_path, capsys):
-    code, out, err = cli(capsys, "calib", "--checkpoint", trained, "--num-images", "64", "--seed", "3",
+    code, out, err = cli(capsys, "calib", "--checkpoint", trained, "--calibration-images", "64", "--seed", "3",
                          "--out", tmp_path / "c.pt")
     assert code == 0, err
     manifest = read_manifest(tmp_path / "c.pt")
@@ -152,7 +152,7 @@ def test_calib_reads_the_checkpoint_s_data(trained, tree, tmp_path, capsys):
     assert str(tree.resolve()) in out
     # the same draw from the flags alone
     code, _, err = cli(capsys, "calib", "--dataset", "imagefolder", "--data-dir", tree, "--input-size", "32",
-                       "--num-images", "64", "--seed", "3", "--out", tmp_path / "d.pt")
+                       "--calibration-images", "64", "--seed", "3", "--out", tmp_path / "d.pt")
     assert code == 0, err
     assert read_manifest(tmp_path / "d.pt")["indices"] == manifest["indices"]
 
@@ -202,8 +202,8 @@ def test_bench_measures_accuracy_on_val(pruned, bundle, tree, tmp_path, capsys):
 def test_pipeline_runs_end_to_end_on_an_image_folder(tree, tmp_path, capsys):
     out = tmp_path / "pipe"
     code, stdout, err = cli(capsys, "pipeline", "--dataset", "imagefolder", "--data-dir", tree, "--input-size", "32",
-                            "--epochs", "1", "--finetune-epochs", "1", "--calib-images", "32", "--eval-images", "40",
-                            "--batches", "1", "--engines", "none", "--out", out, cwd=tmp_path)
+                            "--epochs", "1", "--finetune-epochs", "1", "--calibration-images", "32",
+                            "--eval-images", "40", "--batches", "1", "--engines", "none", "--out", out, cwd=tmp_path)
     # --engines none: the ONNX Runtime rows show the data reached every stage; lowering to ExecuTorch alone takes
     # minutes on 2 cores. No --baseline: the check stage holds each artifact to the default baseline's drop
     # budgets against this run's own reference rows (a 1-epoch model may fail them: exit 1, every file written)
@@ -250,7 +250,7 @@ def test_a_root_without_val_is_one_line(tree, tmp_path, capsys):
     bad = _broken_copy(tree, tmp_path)
     shutil.rmtree(bad / "val")
     line = one_line_error(capsys, "calib", "--dataset", "imagefolder", "--data-dir", bad, "--input-size", "32",
-                          "--num-images", "32", "--out", tmp_path / "c.pt")
+                          "--calibration-images", "32", "--out", tmp_path / "c.pt")
     assert str(bad) in line and "no val/" in line and "train/ and val/" in line
     assert not (tmp_path / "c.pt").exists()
     shutil.rmtree(bad / "train")
@@ -278,7 +278,7 @@ def test_a_class_missing_from_one_split_is_one_line(tree, tmp_path, capsys):
     shutil.rmtree(bad / "train" / "Coat")
     shutil.copytree(tree / "val" / "Coat", bad / "val" / "Coat-new")
     line = one_line_error(capsys, "calib", "--dataset", "imagefolder", "--data-dir", bad, "--input-size", "32",
-                          "--num-images", "32", "--out", tmp_path / "c.pt")
+                          "--calibration-images", "32", "--out", tmp_path / "c.pt")
     assert f"class 'Coat-new' is in {bad / 'val'}/ but not in {bad / 'train'}/" in line
     assert not (tmp_path / "c.pt").exists()
 
@@ -287,13 +287,14 @@ def test_a_file_that_is_not_an_image_is_named(tree, tmp_path, capsys):
     bad = _broken_copy(tree, tmp_path)
     (bad / "train" / "Sandal" / "broken.png").write_text("this is not a PNG")
     line = one_line_error(capsys, "calib", "--dataset", "imagefolder", "--data-dir", bad, "--input-size", "32",
-                          "--num-images", "32", "--out", tmp_path / "c.pt")
+                          "--calibration-images", "32", "--out", tmp_path / "c.pt")
     assert f"image {bad / 'train' / 'Sandal' / 'broken.png'} cannot be decoded" in line and "remove or replace" in line
     assert not (tmp_path / "c.pt").exists()
 
 
 def test_fewer_images_than_the_calibration_size_is_one_line(trained, tree, tmp_path, capsys):
-    line = one_line_error(capsys, "calib", "--checkpoint", trained, "--num-images", "400", "--out", tmp_path / "c.pt")
+    line = one_line_error(capsys, "calib", "--checkpoint", trained, "--calibration-images", "400",
+                          "--out", tmp_path / "c.pt")
     assert "has 300 training images, fewer than the 400 calibration images asked for" in line
     assert str(tree.resolve() / "train") in line and not (tmp_path / "c.pt").exists()
 
@@ -326,9 +327,9 @@ def test_a_moved_tree_is_named_by_every_stage(trained, tree, tmp_path, capsys):
     torch.save(ckpt, moved)
     expected = f"was trained on the ImageFolder tree {gone}, which is not there any more: pass --data-dir"
     for args in (("export", "--checkpoint", moved, "--engines", "none", "--out", tmp_path / "b"),
-                 ("calib", "--checkpoint", moved, "--num-images", "32", "--out", tmp_path / "c.pt"),
+                 ("calib", "--checkpoint", moved, "--calibration-images", "32", "--out", tmp_path / "c.pt"),
                  ("bench", "--checkpoint", moved, *FAST_BENCH, "--out", tmp_path / "r"),
-                 ("prune", moved, "--macs", "0.5", "--epochs", "0", "--out", tmp_path / "p")):
+                 ("prune", "--checkpoint", moved, "--macs", "0.5", "--epochs", "0", "--out", tmp_path / "p")):
         line = one_line_error(capsys, *args, cwd=tmp_path)
         assert expected in line, (args[0], line)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["moved.pt"]

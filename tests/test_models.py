@@ -265,7 +265,7 @@ def test_cli_help_version_models():
     assert run_cli("no-such-command").returncode == 2
 
 
-@pytest.mark.parametrize("command", [["prune", "x.pt", "--width", "0.5", "--out", "o"], ["train"],
+@pytest.mark.parametrize("command", [["prune", "--checkpoint", "x.pt", "--width", "0.5", "--out", "o"], ["train"],
                                      ["bench", "--suite", "fmnist-cpu"], ["pipeline"]])
 def test_cli_refuses_a_thread_count_below_1_in_one_line(command):
     result = run_cli(*command, "--threads", "0")

@@ -444,7 +444,7 @@ def test_export_precision_auto_records_the_fastest_file_within_the_budget(traine
     from conftest import run_cli
 
     out = tmp_path / "bundle-auto"
-    proc = run_cli("export", "--checkpoint", str(trained), "--precision", "auto", "--deploy-batch", "8",
+    proc = run_cli("export", "--checkpoint", str(trained), "--precision", "auto", "--batch", "8",
                    "--eval-images", "1000", "--engines", "openvino", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     bundle = json.loads((out / "bundle.json").read_text())

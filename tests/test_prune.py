@@ -288,16 +288,19 @@ def small_checkpoint(tmp_path_factory):
 
 
 def test_cli_refuses_a_wider_target(small_checkpoint, tmp_path):
-    message = _one_line_exit_2(run_cli("prune", str(small_checkpoint), "--width", "0.7", "--out", str(tmp_path)))
+    message = _one_line_exit_2(run_cli("prune", "--checkpoint", str(small_checkpoint), "--width", "0.7",
+                                       "--out", str(tmp_path)))
     assert "--width 0.7 is not narrower" in message and str(small_checkpoint) in message
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-def test_cli_takes_the_checkpoint_positionally_or_as_a_flag_once(small_checkpoint, tmp_path):
-    """--checkpoint PATH as export and bench take it; the positional form works; both or neither: one line."""
-    message = _one_line_exit_2(run_cli("prune", "--checkpoint", str(small_checkpoint), "--width", "0.7",
-                                       "--out", str(tmp_path)))
-    assert "--width 0.7 is not narrower" in message and str(small_checkpoint) in message  # the flag's file was read
+def test_cli_takes_the_checkpoint_as_a_flag_once(small_checkpoint, tmp_path):
+    """--checkpoint PATH as export and bench take it; the old positional form still reads the file, with a one-line
+    deprecation note; both or neither: one line."""
+    result = run_cli("prune", str(small_checkpoint), "--width", "0.7", "--out", str(tmp_path))
+    note, message = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "positional CHECKPOINT is deprecated, use --checkpoint" in note
+    assert "--width 0.7 is not narrower" in message and str(small_checkpoint) in message
     for args in ([str(small_checkpoint), "--checkpoint", str(small_checkpoint)], []):
         message = _one_line_exit_2(run_cli("prune", *args, "--width", "0.3", "--out", str(tmp_path)))
         assert "give the checkpoint once" in message and "--checkpoint CHECKPOINT" in message
@@ -306,28 +309,29 @@ def test_cli_takes_the_checkpoint_positionally_or_as_a_flag_once(small_checkpoin
 
 @pytest.mark.parametrize("flag, value", [("--macs", "1.5"), ("--params", "0")])
 def test_cli_refuses_a_ratio_outside_0_1(small_checkpoint, tmp_path, flag, value):
-    message = _one_line_exit_2(run_cli("prune", str(small_checkpoint), flag, value, "--out", str(tmp_path)))
+    message = _one_line_exit_2(run_cli("prune", "--checkpoint", str(small_checkpoint), flag, value,
+                                       "--out", str(tmp_path)))
     assert f"{flag} {float(value):g} is outside (0, 1)" in message
 
 
 def test_cli_refuses_a_checkpoint_of_another_family(tmp_path):
     lite = save_model_checkpoint(create_model("rexnet_lite_100"), tmp_path / "lite.pt")
-    message = _one_line_exit_2(run_cli("prune", str(lite), "--model", "rexnet", "--width", "0.5",
+    message = _one_line_exit_2(run_cli("prune", "--checkpoint", str(lite), "--model", "rexnet", "--width", "0.5",
                                        "--out", str(tmp_path / "out")))
     assert "rexnet_lite_100" in message and "not a rexnet model" in message
     # without metadata (timm/official layout) the shapes tell: a Lite state_dict does not fit rexnet_100
     bare = tmp_path / "lite_bare.pt"
     torch.save(create_model("rexnet_lite_100").state_dict(), bare)
-    message = _one_line_exit_2(run_cli("prune", str(bare), "--model", "rexnet_100", "--macs", "0.5",
+    message = _one_line_exit_2(run_cli("prune", "--checkpoint", str(bare), "--model", "rexnet_100", "--macs", "0.5",
                                        "--out", str(tmp_path / "out2")))
     assert "Lite" in message
 
 
 def test_cli_prunes_fine_tunes_and_reports(fmnist_trained, tmp_path):
     out = tmp_path / "pruned"
-    result = run_cli("prune", str(fmnist_trained), "--macs", "0.6", "--epochs", "1", "--set", "train_subset=3000",
-                     "--set", "val_subset=1000", "--eval-images", "2000", "--kd-weight", "0.5",
-                     "--threads", "1", "--out", str(out), "--no-progress")
+    result = run_cli("prune", "--checkpoint", str(fmnist_trained), "--macs", "0.6", "--epochs", "1",
+                     "--set", "train_subset=3000", "--set", "val_subset=1000", "--eval-images", "2000",
+                     "--kd-weight", "0.5", "--threads", "1", "--out", str(out), "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     source, pruned, tuned = report["rows"]

@@ -240,25 +240,25 @@ def test_empty_and_mismatched_calibration_sets_are_refused(fp32_onnx, calib, tmp
 
 def test_cli_refuses_bad_calibration_with_one_line(fp32_onnx, calib, tmp_path):
     empty = _empty_calibration_set(tmp_path / "empty.pt", calib)
-    result = run_cli("quantize", str(fp32_onnx), "--calib", str(empty), "--out", str(tmp_path / "q.onnx"))
+    result = run_cli("quantize", str(fp32_onnx), "--calibration", str(empty), "--out", str(tmp_path / "q.onnx"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "holds 0 images" in result.stderr and "rexnet-deploy calib" in result.stderr
 
-    result = run_cli("calib", "--num-images", "0", "--out", str(tmp_path / "c.pt"))
+    result = run_cli("calib", "--calibration-images", "0", "--out", str(tmp_path / "c.pt"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
     result = run_cli("quantize", str(fp32_onnx), "--out", str(tmp_path / "q.onnx"))
-    assert result.returncode == 2 and "--calib is required" in result.stderr
+    assert result.returncode == 2 and "--calibration is required" in result.stderr
 
 
 def test_cli_calib_then_quantize(fp32_onnx, tmp_path):
     calib_path = tmp_path / "cli.pt"
-    result = run_cli("calib", "--dataset", "fashion_mnist", "--num-images", "64", "--seed", "5",
+    result = run_cli("calib", "--dataset", "fashion_mnist", "--calibration-images", "64", "--seed", "5",
                      "--out", str(calib_path))
     assert result.returncode == 0, result.stderr
     assert read_manifest(calib_path)["class_counts"] == [7, 7, 7, 7, 6, 6, 6, 6, 6, 6]
     out = tmp_path / "cli-int8.onnx"
-    result = run_cli("quantize", str(fp32_onnx), "--calib", str(calib_path), "--target", "tensorrt",
+    result = run_cli("quantize", str(fp32_onnx), "--calibration", str(calib_path), "--target", "tensorrt",
                      "--eval-images", "300", "--max-drop", "100", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "kept in float: nothing" in result.stdout and "int8 symmetric" in result.stdout

@@ -26,7 +26,7 @@ from rexnet_deploy.train import Distillation, TrainRequest, fit, list_recipes, l
 from rexnet_deploy.train.trainer import build_phase, distillation_loss
 
 # small, quick runs: ImageNet-layout ReXNet w=0.5 at 32×32 trains at hundreds of img/s on 2 cores
-QUICK = ["--recipe", "fmnist-cpu", "--width", "0.5", "--batch-size", "64", "--val-subset", "256", "--no-progress"]
+QUICK = ["--recipe", "fmnist-cpu", "--width", "0.5", "--batch-size", "64", "--eval-images", "256", "--no-progress"]
 
 
 def _quick_recipe(**overrides):
@@ -252,22 +252,28 @@ def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
 
 
 def test_init_trains_on_from_a_checkpoints_weights(fmnist_trained, tmp_path):
-    """--init: the checkpoint's architecture and weights, a fresh schedule; at lr 1e-9 no weight moves far."""
+    """--init, the old name of --pretrained: the checkpoint's architecture and weights and its own head (the same
+    ten classes), a fresh schedule; at lr 1e-9 no weight moves far. A --width the file does not hold: one line."""
     run = tmp_path / "init"
-    proc = run_cli("train", "--init", str(fmnist_trained), "--recipe", "fmnist-cpu", "--width", "0.7", "--epochs", "1",
-                   "--train-subset", "256", "--val-subset", "256", "--lr", "1e-9", "--set", "warmup_epochs=0",
-                   "--threads", "1", "--no-progress", "--out", str(run))
+    args = ["--recipe", "fmnist-cpu", "--epochs", "1", "--train-subset", "256", "--eval-images", "256", "--lr", "1e-9",
+            "--set", "warmup_epochs=0", "--threads", "1", "--no-progress", "--out", str(run)]
+    _one_line_error(run_cli("train", "--pretrained", str(fmnist_trained), *args, "--width", "0.7"),
+                    "holds rexnet width 0.5, not 0.7")
+    proc = run_cli("train", "--init", str(fmnist_trained), *args)
     assert proc.returncode == 0, proc.stderr
+    assert "--init is deprecated, use --pretrained" in proc.stderr
     source, _ = load_model(fmnist_trained)
     trained, meta = load_model(run / "last.pt")
-    assert trained.width == 0.5 and load_recipe(run / "recipe.yaml").width == 0.5  # the checkpoint's, not --width
+    assert trained.width == 0.5 and load_recipe(run / "recipe.yaml").width == 0.5
     moved = [k for k, v in source.state_dict().items()
              if "running" not in k and "num_batches" not in k
              and not torch.allclose(v, trained.state_dict()[k], rtol=0, atol=1e-6)]
     assert not moved
-    assert meta["initialized_from"] == {"checkpoint": str(fmnist_trained), "sha256": sha256_file(fmnist_trained)}
-    _one_line_error(run_cli("train", "--init", str(fmnist_trained), "--resume", str(run), "--epochs", "2"),
-                    "--init", "--resume")
+    record = meta["pretrained"]
+    assert (record["checkpoint"], record["sha256"], record["head"]) == \
+        (str(fmnist_trained), sha256_file(fmnist_trained), "kept")
+    _one_line_error(run_cli("train", "--pretrained", str(fmnist_trained), "--resume", str(run), "--epochs", "2"),
+                    "--pretrained", "--resume")
 
 
 def test_bad_dataset_folders_exit_2(tmp_path):

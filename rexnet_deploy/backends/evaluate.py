@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data import ImageDataset
 from .base import Runner
+
+if TYPE_CHECKING:
+    from ..data import DataSplit
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
@@ -15,7 +19,7 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (
     return {k: int((order[:, :k] == labels[:, None]).any(axis=1).sum()) for k in ks}
 
 
-def evaluate(runner: Runner, dataset: ImageDataset, batch_size: int = 256, limit: int | None = None,
+def evaluate(runner: Runner, dataset: DataSplit, batch_size: int = 256, limit: int | None = None,
              progress: bool = True) -> dict[str, float]:
     """``{"top1", "top5", "num_images"}`` in percent, over the first ``limit`` images (all by default)."""
     correct = {1: 0, 5: 0}

@@ -363,10 +363,13 @@ def _size_thread_pool(threads: int) -> None:
     (the runner records both the requested and the real count)."""
     from executorch.extension.pybindings import portable_lib
 
-    if _METHOD_LOADED or int(portable_lib._threadpool_get_thread_count()) == threads:
+    if _METHOD_LOADED:
         return
-    with _runtime_log():  # it logs "Resetting threadpool to N threads"
-        portable_lib._unsafe_reset_threadpool(threads)
+    # the first look at the pool runs cpuinfo, which logs its probing of /sys files (5 lines nobody can act on);
+    # resetting logs "Resetting threadpool to N threads"
+    with _runtime_log():
+        if int(portable_lib._threadpool_get_thread_count()) != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
 
 
 class ExecuTorchRunner(Runner):

@@ -264,7 +264,7 @@ def build(onnx_path: str | Path, out_path: str | Path, *, precision: str | None 
     ov = _openvino()
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if deploy_batch is not None and int(deploy_batch) < 1:
-        raise UserError(f"--deploy-batch {deploy_batch} must be at least 1")
+        raise UserError(f"--batch {deploy_batch} must be at least 1")
     if int8_scope is not None and int8_scope not in INT8_SCOPES:
         raise UserError(f"unknown INT8 scope {int8_scope!r}: choose {' or '.join(INT8_SCOPES)}")
     source_precision = onnx_precision(onnx_path)

@@ -5,12 +5,28 @@
 ``check_results(results, baseline)`` compares it with a baseline and is truthy when every check passed.
 """
 
-from .check import CheckReport, check_results, load_baseline, write_junit
-from .harness import run_bench
-from .results import SCHEMA_PATH, load_results, markdown_report, terminal_table, write_results
-from .suite import ArtifactSpec, ModelGroup, Suite, load_suite, suite_from_paths
-from .timing import Timing, summarize_timings
+from ..lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "CheckReport": ".check",
+    "check_results": ".check",
+    "load_baseline": ".check",
+    "write_junit": ".check",
+    "run_bench": ".harness",
+    "SCHEMA_PATH": ".results",
+    "load_results": ".results",
+    "markdown_report": ".results",
+    "terminal_table": ".results",
+    "write_results": ".results",
+    "ArtifactSpec": ".suite",
+    "ModelGroup": ".suite",
+    "Suite": ".suite",
+    "load_suite": ".suite",
+    "suite_from_paths": ".suite",
+    "Timing": ".timing",
+    "summarize_timings": ".timing",
+})
 
 __all__ = ["SCHEMA_PATH", "ArtifactSpec", "CheckReport", "ModelGroup", "Suite", "Timing", "check_results",
-           "load_baseline", "load_results", "load_suite", "markdown_report", "run_bench",
-           "suite_from_paths", "summarize_timings", "terminal_table", "write_junit", "write_results"]
+           "load_baseline", "load_results", "load_suite", "markdown_report", "run_bench", "suite_from_paths",
+           "summarize_timings", "terminal_table", "write_junit", "write_results"]

@@ -19,8 +19,11 @@ never against a number stored in the baseline.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
 import fnmatch
 import json
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,7 @@ class Outcome:
     result: str  # "pass", "fail" or "skip"
     measured: float | None = None
     detail: str = ""
+    seconds: float = 0.0  # what judging it took (the JUnit testcase's time)
 
 
 @dataclass
@@ -57,6 +61,7 @@ class CheckReport:
     results_path: str | None = None
     baseline_path: str | None = None
     isa_class: str | None = None  # the CPU class of the results; its by_isa_class entries were applied
+    checked_at: str = ""  # when the check ran, UTC ISO 8601 (the JUnit suite's timestamp)
 
     @property
     def passed(self) -> bool:
@@ -195,14 +200,18 @@ def check_results(results: str | Path | dict, baseline: str | Path | dict) -> Ch
     isa_class = (results.get("machine") or {}).get("isa_class")
     entries, source = load_baseline(baseline, isa_class)
     rows = {f"{r['group']}/{r['name']}": r for r in results["rows"]}
-    report = CheckReport(results_path=results_path, baseline_path=source, isa_class=isa_class)
+    checked_at = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+    report = CheckReport(results_path=results_path, baseline_path=source, isa_class=isa_class, checked_at=checked_at)
     for pattern, limits in entries.items():
         matched = [k for k in rows if fnmatch.fnmatchcase(k, pattern)]
         if not matched:
             report.outcomes.append(Outcome(pattern, "present", "fail",
                                            detail=f"no row matches; rows: {', '.join(rows)}"))
         for key in matched:
-            report.outcomes.extend(_check_row(key, rows[key], limits, rows))
+            started = time.perf_counter()
+            outcomes = _check_row(key, rows[key], limits, rows)
+            share = (time.perf_counter() - started) / max(len(outcomes), 1)
+            report.outcomes.extend(dataclasses.replace(o, seconds=share) for o in outcomes)
     return report
 
 
@@ -210,9 +219,10 @@ def write_junit(report: CheckReport, path: str | Path) -> Path:
     """JUnit XML: one testcase per check (classname = group/name), failures and skips marked."""
     suite = ET.Element("testsuite", name="rexnet-deploy check", tests=str(len(report.outcomes)),
                        failures=str(len(report.failures)),
-                       skipped=str(sum(o.result == "skip" for o in report.outcomes)), errors="0")
+                       skipped=str(sum(o.result == "skip" for o in report.outcomes)), errors="0",
+                       time=f"{sum(o.seconds for o in report.outcomes):.6f}", timestamp=report.checked_at)
     for o in report.outcomes:
-        case = ET.SubElement(suite, "testcase", classname=o.artifact, name=o.check)
+        case = ET.SubElement(suite, "testcase", classname=o.artifact, name=o.check, time=f"{o.seconds:.6f}")
         text = "; ".join(part for part in (f"measured {o.measured:.4g}" if o.measured is not None else "",
                                            o.detail) if part)
         if o.result == "fail":

@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..cli_args import positive_int
+from ..cli_args import add_threads_arg, positive_int, resolve_threads, show_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +57,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
                       help="a TensorRT engine or OpenVINO model, run by its runtime")
     what.add_argument("--device", default="cpu", choices=_devices(),
                       help="device of every row (an ONNX Runtime provider for .onnx files); rows whose backend "
-                           "lacks it use the GPU for a GPU device, else their own")
+                           "lacks it use the GPU for a GPU device, else their own (default cpu)")
     what.add_argument("--compile", action="store_true", help="torch.compile the checkpoints")
     what.add_argument("--channels-last", action="store_true", help="run checkpoints in channels-last memory format")
     what.add_argument("--reference", help="row the ratios are taken against (default: the torch eager FP32 row)")
@@ -68,7 +68,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--data-dir", help="folder holding the dataset files (default: the one the artifacts record)")
     how.add_argument("--eval-images", type=int, help="evaluate on the first N images only (faster, coarser)")
     how.add_argument("--batches", type=_batches, help="batch sweep, e.g. 1,8,32,64 (default)")
-    how.add_argument("--threads", type=positive_int, help="CPU threads for every runtime (default 2)")
+    add_threads_arg(how)
     how.add_argument("--warmup-steps", type=int, help="warm-up steps per batch size (default 5)")
     how.add_argument("--warmup-seconds", type=float, help="… and at least this long (default 0.2)")
     how.add_argument("--steps", type=int, help="timed steps per batch size, at most (default 200)")
@@ -100,8 +100,8 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
                                    "profile.png to --out.")
     p.add_argument("model", nargs="+", help="ONNX files (FP32, FP16 or INT8 Q/DQ) or OpenVINO IRs (.xml)")
     p.add_argument("--mode", help="an engine runner's mode, as a bench row's `mode:` (OpenVINO: bf16, defaults)")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--batch", type=positive_int, default=64, help="batch size the layers are timed at (default 64)")
+    add_threads_arg(p)
     p.add_argument("--runs", type=int, default=20, help="profiled runs after 5 warm-up runs (default 20)")
     p.add_argument("--out", help="results folder (default bench/runs/profile-<time>/)")
     p.set_defaults(func=run_profile_command)
@@ -121,15 +121,18 @@ def build_suite(args: argparse.Namespace):
     if args.variables and not args.suite:
         raise UserError("--set fills ${KEY} in a suite's paths: use it with --suite")
     settings = {"dataset": args.dataset, "split": args.split, "data_dir": args.data_dir,
-                "eval_images": args.eval_images, "batches": args.batches, "threads": args.threads}
+                "eval_images": args.eval_images, "batches": args.batches,
+                "threads": args.threads if args.suite else resolve_threads(args)}
     if args.suite:
         suite = load_suite(args.suite, dict(args.variables))
         if args.reference:
             raise UserError("--reference applies to artifact paths; a suite names its reference per model")
     else:
+        # rows and plots grouped under the model the first file names (rexnet-0.5.fp32.onnx → rexnet-0.5)
+        group = Path((args.checkpoint + args.onnx + args.engine)[0]).name.split(".")[0] or "artifacts"
         suite = suite_from_paths(checkpoints=args.checkpoint, onnx=args.onnx, engines=args.engine,
                                  device=args.device, compile=args.compile, channels_last=args.channels_last,
-                                 reference=args.reference, **settings)
+                                 reference=args.reference, group=group, **settings)
     timing = {k: getattr(args, k) for k in ("warmup_steps", "warmup_seconds", "steps", "min_steps", "max_seconds",
                                                "rounds") if getattr(args, k) is not None}
     if args.batches is not None and suite.headline_batch not in args.batches:
@@ -154,14 +157,21 @@ def _recorded_dataset_name(suite) -> str | None:
 def run_bench_command(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from .harness import run_bench
-    from .results import terminal_table
+    from .results import starved_rows, terminal_table
 
     suite = build_suite(args)
     out = Path(args.out or Path("bench/runs") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    results = run_bench(suite, out, command=shlex.join(["rexnet-deploy", *sys.argv[1:]]))
+    results = run_bench(suite, out, command=shlex.join(["rexnet-deploy", *sys.argv[1:]]), progress=show_progress(args))
     print(terminal_table(results))
+    for warning in starved_rows(results):
+        print(warning, file=sys.stderr)
     print(f"\nresults: {out}/results.json, results.md, accuracy_vs_latency.png, throughput_vs_batch.png")
     failed = [r for r in results["rows"] if r["status"] == "failed"]
+    if not args.suite and all(r["status"] != "ok" for r in results["rows"]):
+        # every row the user named explicitly was skipped or failed: nothing was measured
+        first = results["rows"][0]
+        raise UserError(f"nothing was measured: every artifact given was {first['status']} "
+                        f"({first['group']}/{first['name']}: {first['reason']})")
     if failed:
         first = failed[0]
         raise UserError(f"{len(failed)} of {len(results['rows'])} artifacts failed to run "
@@ -198,7 +208,7 @@ def run_profile_command(args: argparse.Namespace) -> int:
         raise UserError(f"--batch and --runs must be positive (got {args.batch}, {args.runs})")
     out = check_out_dir(args.out or Path("bench/runs") / f"profile-{_dt.datetime.now():%Y%m%d-%H%M%S}",
                         marker="profile.json")
-    profiles = [profile_file(path, args.batch, args.threads, args.runs, mode=args.mode) for path in args.model]
+    profiles = [profile_file(path, args.batch, resolve_threads(args), args.runs, mode=args.mode) for path in args.model]
     for p in profiles:
         print(f"\n{p['model']}: {p['kernel_ms_per_batch']:.2f} ms kernel time per batch of {p['batch']}")
         print(format_table(p["rows"]))

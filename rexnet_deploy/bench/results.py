@@ -104,6 +104,23 @@ def sweep_rows(results: dict) -> list[dict]:
     return out
 
 
+STARVED_P99 = 5.0  # a p99 this many times the median: some steps waited for the CPU, not for the model
+
+
+def starved_rows(results: dict, factor: float = STARVED_P99) -> list[str]:
+    """One warning per row and batch whose p99 step time is ``factor`` or more times its median: the machine was
+    busy with something else while it was timed, and its img/s and latencies are not the model's."""
+    found = []
+    for row in results["rows"]:
+        for entry in row.get("speed") or []:
+            ms = entry["ms"]
+            if ms["median"] > 0 and ms.get("p99", 0) >= factor * ms["median"]:
+                found.append(f"warning: {row['group']}/{row['name']} at batch {entry['batch']}: p99 {ms['p99']:.3g} ms "
+                             f"is {ms['p99'] / ms['median']:.1f}× its median {ms['median']:.3g} ms; the machine was "
+                             f"busy while it was timed: measure again on an idle one")
+    return found
+
+
 def terminal_table(results: dict) -> str:
     return format_table(summary_rows(results))
 

@@ -325,7 +325,7 @@ def load_suite(name_or_path: str | Path, variables: dict[str, str] | None = None
 
 def suite_from_paths(*, checkpoints: list[str] = (), onnx: list[str] = (), engines: list[str] = (),
                      device: str = "cpu", compile: bool = False, channels_last: bool = False,
-                     reference: str | None = None, group: str = "cli", **settings: Any) -> Suite:
+                     reference: str | None = None, group: str = "artifacts", **settings: Any) -> Suite:
     """A one-group suite from artifact paths given on the command line (or by a pipeline).
 
     Rows are named ``torch:STEM``, ``onnx:STEM`` and ``engine:STEM``; ``reference`` picks one by name.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli_args import add_threads_arg
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..backends import builders
@@ -16,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "(.xml/.bin) plus a warmed compile cache. The engine's output is compared with "
                                    "ONNX Runtime before it is written; a manifest goes beside it.")
     p.add_argument("onnx", help="the ONNX file")
-    p.add_argument("--backend", choices=names, default=names[-1])
+    p.add_argument("--backend", choices=names,
+                   help="the runtime to build for (default: the first of these this machine can build, in table "
+                        "order; a GPU one only where a GPU is)")
     p.add_argument("--out", help="engine path (default: beside the ONNX, named by the backend)")
     p.add_argument("--min-batch", type=int, help="TensorRT profile: smallest batch (default 1)")
     p.add_argument("--opt-batch", type=int, help="TensorRT profile: batch tuned for (default 64, within min…max)")
@@ -40,8 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "engine's manifest says untrained")
     p.add_argument("--calibration", help="calibration set of `rexnet-deploy calib` for --precision int8 (the same "
                                          "file every runtime's INT8 is calibrated on)")
-    p.add_argument("--parity-images", type=int, default=128, help="inputs the ONNX Runtime comparison uses")
+    p.add_argument("--parity-images", type=int, default=128,
+                   help="inputs the ONNX Runtime comparison uses (default 128)")
     p.add_argument("--data-dir", help="folder holding the dataset the ONNX names (for real parity images)")
+    add_threads_arg(p)
     p.set_defaults(func=run)
 
 
@@ -57,6 +63,9 @@ def _calibration(path: str, onnx_path: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cli_args import apply_threads, resolve_threads
+
+    apply_threads(resolve_threads(args))
     from ..artifacts import read_manifest
     from ..backends import RuntimeUnavailable, read_artifact
     from ..errors import UserError, require_file
@@ -64,6 +73,15 @@ def run(args: argparse.Namespace) -> int:
     from ..report import format_table
     from .build import build_engine, builder
 
+    if args.backend is None:  # never a GPU builder on a machine that cannot run it
+        from ..backends import builders
+
+        reasons = {b.name: b.unavailable_reason() for b in builders()}
+        here = [name for name, reason in reasons.items() if reason is None]
+        if not here:
+            raise UserError("no engine backend can build on this machine: " +
+                            "; ".join(f"{name}: {reason}" for name, reason in reasons.items()))
+        args.backend = here[0]
     spec = builder(args.backend)
     # unset flags stay out, so a backend is refused only for options it was actually given
     options = {k: getattr(args, k) for k in ("min_batch", "opt_batch", "max_batch", "workspace_mib", "timing_cache",

@@ -268,6 +268,7 @@ class BundleRequest:
     deploy_batch: int = DEFAULT_DEPLOY_BATCH  # the batch --precision auto times every candidate at
     budget_points: float = DEFAULT_BUDGET_POINTS  # top-1 points the recommended file may lose against FP32
     embed_preprocess: bool = False  # also an FP32 ONNX that takes uint8 NHWC pixels and normalises in its graph
+    threads: int = 2  # CPU threads of torch and every runtime --precision auto times
     # INT8 of random weights, for a speed-only study: calibrated on real images all the same, marked untrained in
     # every manifest like the rest of such a bundle, never recommended (--precision auto refuses random weights)
     untrained_int8: bool = False
@@ -357,7 +358,7 @@ def _resolve(request: BundleRequest) -> _Plan:
     asked = PRECISIONS if request.recommend else {"fp32", *request.precisions}
     precisions = [p for p in PRECISIONS if p in asked]
     if request.deploy_batch < 1:
-        raise UserError(f"--deploy-batch {request.deploy_batch} must be at least 1")
+        raise UserError(f"--batch {request.deploy_batch} must be at least 1")
     if request.parity_images < 1:
         raise UserError(f"--parity-images {request.parity_images} must be at least 1")
     source = load_source(request.model_name, request.width, request.checkpoint)
@@ -568,7 +569,7 @@ class _Writer:
         """``--precision auto``: every candidate timed at the deploy batch here; the fastest within the budget."""
         plan, request = self.plan, self.plan.request
         self.bar.set_postfix_str(f"timing candidates at batch {request.deploy_batch}")
-        rows = measure_candidates(self.candidates(), plan.split, request.deploy_batch,
+        rows = measure_candidates(self.candidates(), plan.split, request.deploy_batch, threads=request.threads,
                                   eval_images=request.eval_images or None, progress=request.progress)
         for row in rows:  # paths as the bundle will hold them, not in the temporary folder
             row["path"] = Path(row["path"]).name
@@ -633,6 +634,7 @@ class _Writer:
             "opset": plan.request.opset, "precisions": plan.precisions, "engines": plan.engines,
             "eval_images": min(plan.request.eval_images, len(split)) if split is not None else 0,
             "files": self.files, "skipped": plan.skipped, "tool_versions": tool_versions(),
+            "calibration": str(self._calibration) if self._calibration else None,
         }
         if plan.request.recommend:
             bundle["precision_auto"] = self.time_candidates()

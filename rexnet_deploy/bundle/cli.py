@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli_args import comma_list, engines_arg, positive_int
+from ..cli_args import (
+    add_deprecated_alias,
+    add_threads_arg,
+    apply_threads,
+    comma_list,
+    engines_arg,
+    positive_int,
+    resolve_threads,
+    show_progress,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +32,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "(marked untrained, INT8 skipped)")
     p.add_argument("--precision", default="fp32,fp16,int8",
                    help="comma-separated subset of fp32,fp16,int8 (default: all; fp32 is always written), or auto: "
-                        "all, then every file (and FP32 in BF16 where the CPU has it) timed at --deploy-batch "
-                        "here, and the fastest within --budget top-1 points of FP32 recorded as recommended")
-    p.add_argument("--deploy-batch", type=positive_int, default=64,
+                        "all, then every file (and FP32 in BF16 where the CPU has it) timed at --batch "
+                        "here, and the fastest within --max-drop top-1 points of FP32 recorded as recommended")
+    p.add_argument("--batch", type=positive_int, default=64,
                    help="the batch you will run at: what --precision auto times each candidate at (default 64)")
-    p.add_argument("--budget", type=float, default=0.5,
-                   help="top-1 points the --precision auto pick may lose against FP32 (default 0.5)")
+    add_deprecated_alias(p, "--deploy-batch", "--batch", "batch", type=positive_int)
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="top-1 points any file may lose against FP32: INT8 keeps its most sensitive layers in float "
+                        "until it holds, and --precision auto picks only within it (default 0.5)")
+    add_deprecated_alias(p, "--budget", "--max-drop", "max_drop", type=float)
+    add_deprecated_alias(p, "--int8-max-drop", "--max-drop", "max_drop", type=float)
     p.add_argument("--out", help="bundle folder (default: export/<model>-<width>/); replaced whole, atomically")
     p.add_argument("--dataset", help="test images for parity/accuracy and calibration (default: the checkpoint's, "
                                      "else fashion_mnist for 32×32 models)")
@@ -38,12 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     p.add_argument("--engines", default="auto",
                    help=f"engines to build: auto (all this machine can), none, or a list of "
-                        f"{','.join(b.name for b in builders())}")
-    p.add_argument("--parity-images", type=int, default=128, help="test images the parity checks use")
+                        f"{','.join(b.name for b in builders())} (default auto)")
+    p.add_argument("--parity-images", type=int, default=128, help="test images the parity checks use (default 128)")
     p.add_argument("--eval-images", type=int, default=2000,
-                   help="test images each file's top-1 is measured on (0: skip)")
-    p.add_argument("--int8-max-drop", type=float, default=0.5,
-                   help="top-1 points INT8 may lose vs FP32 before sensitive layers are kept in float")
+                   help="test images each file's top-1 is measured on (0: skip; default 2000)")
     p.add_argument("--embed-preprocess", action="store_true",
                    help="also write <model>.fp32.uint8.onnx: takes uint8 NHWC pixels at the model's size and scales "
                         "and normalises inside its graph (resize/crop/pad stay on the host); OpenVINO runs the same "
@@ -52,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="without --checkpoint: build INT8 of the random weights anyway (ONNX Runtime Q/DQ, OpenVINO "
                         "NNCF in every scope, ExecuTorch), calibrated on --dataset's real images, for a speed-only "
                         "study; every file stays marked untrained and is never recommended (default: INT8 skipped)")
+    add_threads_arg(p)
     p.set_defaults(func=run)
 
 
@@ -60,18 +72,23 @@ def run(args: argparse.Namespace) -> int:
     from ..report import format_table
     from .bundle import BundleRequest, export_bundle, read_bundle, summary_rows
 
+    apply_threads(resolve_threads(args))
     out = export_bundle(BundleRequest(
         args.model, args.width, args.checkpoint, comma_list(args.precision), args.out,
         opset=args.opset or DEFAULT_OPSET, dataset=args.dataset, data_dir=args.data_dir,
         calibration=args.calibration, engines=engines_arg(args.engines), parity_images=args.parity_images,
-        eval_images=args.eval_images, int8_max_drop=args.int8_max_drop, deploy_batch=args.deploy_batch,
-        budget_points=args.budget, embed_preprocess=args.embed_preprocess, untrained_int8=args.untrained_int8))
+        eval_images=args.eval_images, int8_max_drop=args.max_drop, deploy_batch=args.batch,
+        budget_points=args.max_drop, embed_preprocess=args.embed_preprocess, untrained_int8=args.untrained_int8,
+        threads=resolve_threads(args), progress=show_progress(args)))
     bundle = read_bundle(out)
     if bundle["untrained"]:
-        print("note: randomly initialised weights (no --checkpoint, or one marked untrained): for speed studies "
-              "only; the bundle is marked untrained", file=sys.stderr)
+        print(f"note: {bundle['model_name']} width {bundle['width']:g} with randomly initialised weights (no "
+              f"--checkpoint, or one marked untrained): for speed studies only; the bundle is marked untrained",
+              file=sys.stderr)
     print(format_table(summary_rows(bundle)))
     print(f"bundle: {out}/ (bundle.json, bundle.md; parity inputs: {bundle['parity_inputs']})")
+    if bundle.get("calibration"):  # built in ./calib/ when not given: say where it went
+        print(f"INT8 calibration set: {bundle['calibration']} (reused by later exports of the same data)")
     if bundle.get("precision_auto"):
         print(f"--precision auto: {bundle['precision_auto']['why']}")
     return 0

@@ -162,7 +162,7 @@ def calibration_draw(spec: DatasetSpec, count: int | None, seed: int = 0, *,
     """The training split and the ``count`` indices a calibration set draws from it (stratified, seeded);
     ``load_split(spec, "calib", ...)`` is ``train.select(indices)``. One line when there are too few images."""
     if count is None:
-        raise UserError("a calibration draw needs a number of images (--num-images)")
+        raise UserError("a calibration draw needs a number of images (--calibration-images)")
     train = _load(spec, "train", False, workers)
     if count > len(train):
         raise UserError(f"{_where(train)} has {len(train)} training images, fewer than the {count} calibration "

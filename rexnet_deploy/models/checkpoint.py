@@ -80,6 +80,19 @@ def _map_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _is_official(sd: dict[str, torch.Tensor]) -> bool:
+    return "features.0.weight" in sd and "output.1.weight" in sd
+
+
+def checkpoint_layout(obj: dict[str, Any]) -> str:
+    """The layout of a file read by :func:`read_checkpoint`: ``rexnet-deploy`` (this project's, naming its model),
+    ``official`` (clovaai) or ``timm`` (timm's names, which are ours, without the metadata)."""
+    if obj.get("model_name"):
+        return "rexnet-deploy"
+    return "official" if _is_official({k.removeprefix("module."): v for k, v in extract_state_dict(obj).items()}) \
+        else "timm"
+
+
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ReXNet | None = None) -> dict[str, torch.Tensor]:
     """Map a timm, official (clovaai) or DataParallel state_dict onto our names.
 
@@ -87,7 +100,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ReXNet | No
     becomes the 2-D linear weight.
     """
     sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
-    if "features.0.weight" in sd and "output.1.weight" in sd:
+    if _is_official(sd):
         sd = _map_official(sd)
     fc = sd.get("head.fc.weight")
     if fc is not None and fc.dim() == 4:

@@ -20,6 +20,8 @@ LAYERS = (1, 2, 2, 3, 3, 5)
 IMAGENET_STRIDES = (1, 2, 2, 2, 1, 2)
 CIFAR_STRIDES = (1, 1, 1, 2, 1, 2)
 SE_STAGES = (False, False, True, True, True, True)
+# the one layer whose shape depends on the class count: what a transfer to other classes replaces
+CLASSIFIER = "head.fc"
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -250,6 +252,10 @@ class ReXNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.get_submodule(CLASSIFIER)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(self.stem(x))

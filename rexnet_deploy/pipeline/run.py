@@ -29,6 +29,9 @@ class PipelineConfig:
 
     recipe: str = "fmnist-cpu"
     out: Path = Path("runs/pipeline-fmnist-cpu")
+    pretrained: Path | None = None  # the training stage starts from this checkpoint's weights (any layout)
+    model: str | None = None  # None: the recipe's (or the pretrained file's); also how a timm/official file is read
+    width: float | None = None
     dataset: str | None = None  # None: the recipe's
     data_dir: str | None = None
     input_size: int | None = None  # ImageFolder: None is the model's own
@@ -52,6 +55,7 @@ class PipelineConfig:
     # on data other than the baseline's own (Fashion-MNIST), keep only its drop budgets, against this run's rows
     own_reference: bool = True
     command: str = "rexnet-deploy pipeline"  # what the results file says produced it
+    progress: bool = True  # progress bars of every stage (no stage's key: a run reuses one made either way)
 
     @classmethod
     def quick(cls, **changes: Any) -> "PipelineConfig":
@@ -64,24 +68,32 @@ class PipelineConfig:
 
 
 def pipeline_recipe(cfg: PipelineConfig) -> Recipe:
-    """The training recipe: ``cfg.recipe`` with ``train_overrides``, then the flags that were given on top."""
+    """The training recipe: ``cfg.recipe`` with ``train_overrides``, then the flags that were given on top; from
+    ``cfg.pretrained``, the file's architecture and (unless given) input size."""
     from ..train import load_recipe
+    from ..train.pretrained import pretrained_recipe
 
-    given = {"dataset": cfg.dataset, "input_size": cfg.input_size, "epochs": cfg.epochs}
-    return load_recipe(cfg.recipe, {**cfg.train_overrides, **{k: v for k, v in given.items() if v is not None}})
+    given = {"dataset": cfg.dataset, "input_size": cfg.input_size, "epochs": cfg.epochs, "model": cfg.model,
+             "width": cfg.width}
+    recipe = load_recipe(cfg.recipe, {**cfg.train_overrides, **{k: v for k, v in given.items() if v is not None}})
+    if cfg.pretrained is not None:
+        recipe = pretrained_recipe(recipe, cfg.pretrained, cfg.model, cfg.width)
+    return recipe
 
 
 def train_stage(cfg: PipelineConfig, recipe: Recipe, log: Callable[[str], None] = print,
                 data: tuple[DataSplit, DataSplit] | None = None) -> Path:
     """The pipeline's training step: ``fit`` with the recipe in ``cfg.out/train``; its best checkpoint.
 
-    A finished run of this recipe is reused, a killed one resumes from ``last.pt``, another recipe's
-    run is replaced. The weights start as ``rexnet-deploy train`` with the same recipe starts them.
+    A finished run of this recipe (and of the same ``cfg.pretrained`` file, by content) is reused, a killed one
+    resumes from ``last.pt``, another one is replaced. The weights start as ``rexnet-deploy train`` with the same
+    recipe (and ``--pretrained``) starts them.
     ``data``: the recipe's (train, val) splits, already loaded (``load_datasets``); None loads them.
     """
     from ..train import TrainRequest, fit_stage
 
-    best, _ = fit_stage(TrainRequest(recipe, cfg.out / "train", data=data, data_dir=cfg.data_dir), log=log)
+    best, _ = fit_stage(TrainRequest(recipe, cfg.out / "train", data=data, data_dir=cfg.data_dir,
+                                     progress=cfg.progress, pretrained=cfg.pretrained), log=log)
     return best
 
 
@@ -112,7 +124,7 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
         finetune = FinetuneSpec(epochs=cfg.finetune_epochs, overrides=cfg.finetune_overrides, kd_weight=cfg.kd_weight)
         prune_checkpoint(PruneRequest(source, tmp, width=cfg.prune_width, macs_ratio=cfg.prune_macs,
                                       importance=cfg.importance, data_dir=cfg.data_dir, eval_limit=cfg.eval_images,
-                                      finetune=finetune))
+                                      finetune=finetune, progress=cfg.progress))
 
     prune_dir = Stage("prune", cfg.out / "prune", prune_settings, [source], ["finetuned.pt"]).run(prune, log)
     pruned = prune_dir / "finetuned.pt"
@@ -132,14 +144,15 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
     def export(tmp: Path) -> None:
         export_bundle(BundleRequest(checkpoint=pruned, precisions=cfg.precisions, out_dir=tmp / "bundle",
                                     dataset=spec.name, data_dir=cfg.data_dir, calibration=calib, engines=cfg.engines,
-                                    eval_images=cfg.eval_images or 0, deploy_batch=deploy_batch))
+                                    eval_images=cfg.eval_images or 0, deploy_batch=deploy_batch,
+                                    progress=cfg.progress))
 
     Stage("export", bundle_dir, export_settings, [pruned, calib], ["bundle/bundle.json"]).run(export, log)
     bundle = read_bundle(bundle_dir / "bundle")
 
     log("[bench] measuring every artifact")
     suite = pipeline_suite(source, pruned, bundle_dir / "bundle", bundle, cfg, spec.name)
-    results = run_bench(suite, cfg.out / "bench", command=cfg.command)
+    results = run_bench(suite, cfg.out / "bench", command=cfg.command, progress=cfg.progress)
     print(terminal_table(results))
     verdict = None
     if baseline is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli_args import positive_int
+from ..cli_args import add_threads_arg, positive_int, resolve_threads, show_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,11 +25,10 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="image files, folders (searched recursively) or glob patterns (quote them)")
     p.add_argument("--top-k", type=positive_int, default=5, help="classes listed per image (default 5)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference call (default 32)")
+    p.add_argument("--batch", type=positive_int, default=32, help="images per inference call (default 32)")
     p.add_argument("--out", help="also write every row to this .json or .csv file (default: print only)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads of the runtime (default: the runtime's own)")
+    add_threads_arg(p)
     p.add_argument("--device", help="cpu or cuda (default: the artifact's backend's first device)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown on a terminal)")
     p.set_defaults(func=run)
 
 
@@ -37,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from ..report import format_table
     from .predict import PredictRequest, predict_images, write_predictions
 
-    result = predict_images(PredictRequest(args.artifact, args.paths, top_k=args.top_k, batch_size=args.batch_size,
-                                           threads=args.threads, device=args.device,
-                                           progress=not args.no_progress and sys.stderr.isatty()))
+    result = predict_images(PredictRequest(args.artifact, args.paths, top_k=args.top_k, batch_size=args.batch,
+                                           threads=resolve_threads(args), device=args.device,
+                                           progress=show_progress(args)))
     rows = [{"image": r["image"], "top-1": r["top1"], "probability": r["probability"],
              "top-k": ", ".join(f"{c} {p:.3f}" for c, p in r["topk"][1:]) if r["topk"] else None,
              "error": r["error"]} for r in result.rows]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import sys
 
-from ..cli_args import apply_threads, positive_int
+from ..cli_args import add_threads_arg, apply_threads, resolve_threads, show_progress
 from ..errors import UserError
 
 
@@ -16,10 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "until MACs/params are at most R times the source's. Which channels go is decided by "
                     "--importance. The result is fine-tuned with the checkpoint's training recipe (or --recipe), "
                     "optionally distilled from the unpruned model (--kd-weight).")
-    p.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
-                   help="trained checkpoint (rexnet-deploy train's best.pt, timm or official weights)")
+    # the positional spelling is the old one: kept hidden for a release, with a note (--checkpoint everywhere)
+    p.add_argument("checkpoint", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", dest="checkpoint_flag", metavar="PATH",
-                   help="the checkpoint, as export and bench take it (instead of the positional CHECKPOINT)")
+                   help="trained checkpoint (rexnet-deploy train's best.pt, timm or official weights; required)")
     target = p.add_argument_group("target (exactly one)")
     target.add_argument("--width", type=float, help="prune to the family's channel plan at this width")
     target.add_argument("--macs", type=float, metavar="R", help="keep at most R (0<R<1) of the source's MACs")
@@ -36,14 +38,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--recipe", help="training recipe (default: the one the checkpoint was trained with)")
     ft.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the recipe's; 0 = no fine-tuning)")
     ft.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the recipe's)")
-    ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe key")
+    ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any recipe key (repeatable; default: none)")
     ft.add_argument("--kd-weight", type=float, default=0.0,
                     help="weight of distillation from the unpruned model, 0..1 (default 0: none)")
     ft.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature (default 4)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--out", required=True, help="output folder (pruned.pt, finetuned.pt, plan.json, report)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads_arg(p)
+    p.add_argument("--out", help="output folder: pruned.pt, finetuned.pt, plan.json, report (default "
+                                 "runs/prune-<time>/)")
     p.set_defaults(func=run)
 
 
@@ -58,8 +61,10 @@ def _checkpoint(args: argparse.Namespace) -> str:
     """The checkpoint, given exactly once: positionally or with --checkpoint."""
     given = [c for c in (args.checkpoint, args.checkpoint_flag) if c is not None]
     if len(given) != 1:
-        raise UserError("give the checkpoint once: rexnet-deploy prune CHECKPOINT ... or rexnet-deploy prune "
-                        "--checkpoint CHECKPOINT ...")
+        raise UserError("give the checkpoint once: rexnet-deploy prune --checkpoint CHECKPOINT ...")
+    if args.checkpoint is not None:
+        print("note: a positional CHECKPOINT is deprecated, use --checkpoint CHECKPOINT (the old spelling goes in "
+              "the next release)", file=sys.stderr)
     return given[0]
 
 
@@ -67,13 +72,14 @@ def run(args: argparse.Namespace) -> int:
     from .stage import FinetuneSpec, PruneRequest, prune_checkpoint
 
     checkpoint = _checkpoint(args)
-    apply_threads(args.threads)
+    apply_threads(resolve_threads(args))
+    out = args.out or f"runs/prune-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     finetune = FinetuneSpec(recipe=args.recipe, epochs=args.epochs, overrides=_recipe_overrides(args),
                             kd_weight=args.kd_weight, kd_temperature=args.kd_temperature)
     final = prune_checkpoint(PruneRequest(
-        checkpoint, args.out, width=args.width, macs_ratio=args.macs, params_ratio=args.params,
+        checkpoint, out, width=args.width, macs_ratio=args.macs, params_ratio=args.params,
         importance=args.importance, steps=args.steps, model_name=args.model, source_width=args.source_width,
         dataset=args.dataset, data_dir=args.data_dir, eval_limit=args.eval_images, finetune=finetune,
-        device=args.device, progress=not args.no_progress))
-    print(f"checkpoint: {final}\nreport: {args.out}/report.md")
+        device=args.device, progress=show_progress(args)))
+    print(f"checkpoint: {final}\nreport: {out}/report.md")
     return 0

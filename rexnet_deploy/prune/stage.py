@@ -166,7 +166,10 @@ def _finetune_recipe(spec: FinetuneSpec, meta: dict, source: str) -> Recipe:
         raise UserError(f"{source} does not record the recipe it was trained with: pass --recipe "
                         f"(e.g. fmnist-cpu) or --epochs 0 to skip fine-tuning")
     given = {k: v for k, v in overrides.items() if v is not None}
-    return recipe_from_dict({**saved, **given}, f"{source} (recipe)")
+    # a fine-tuned transfer's recipe protected a new head; the pruned model has none, and its whole network
+    # must recover at the recipe's rate from the first step
+    whole_network = {"backbone_lr_scale": 1.0, "freeze_epochs": 0}
+    return recipe_from_dict({**saved, **whole_network, **given}, f"{source} (recipe)")
 
 
 def prune_checkpoint(request: PruneRequest) -> Path:

@@ -65,7 +65,7 @@ def build_calibration_set(dataset: str | DatasetSpec, num_images: int = DEFAULT_
     """
     spec = calibration_spec(dataset, data_dir)
     if num_images < MIN_CALIBRATION_IMAGES:
-        raise UserError(f"--num-images {num_images} is too few: quantization needs at least "
+        raise UserError(f"--calibration-images {num_images} is too few: quantization needs at least "
                         f"{MIN_CALIBRATION_IMAGES} calibration images")
     train, indices = calibration_draw(spec, num_images, seed)  # what load_split(spec, "calib") draws
     drawn = train.select(indices)
@@ -131,7 +131,7 @@ class CalibrationSet:
         if len(self) < MIN_CALIBRATION_IMAGES:
             raise UserError(f"calibration set {self.path} holds {len(self)} images, fewer than the "
                             f"{MIN_CALIBRATION_IMAGES} quantization needs: rebuild it with "
-                            f"`rexnet-deploy calib --num-images {DEFAULT_NUM_IMAGES}`")
+                            f"`rexnet-deploy calib --calibration-images {DEFAULT_NUM_IMAGES}`")
         if not self.preprocess.matches(model_preprocess) or self.images.shape[-1] != model_preprocess.size:
             raise UserError(f"calibration set {self.path} was preprocessed as {_describe(self.preprocess)} but "
                             f"{model_path} expects {_describe(model_preprocess)}: build a set from the model's "

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .layouts import METHODS, targets
+from ..cli_args import (
+    add_deprecated_alias,
+    add_threads_arg,
+    apply_threads,
+    resolve_threads,
+    show_progress,
+)
+from .layouts import METHODS, target_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,30 +23,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="draw from the data this checkpoint was trained on, preprocessed as it was")
     p.add_argument("--dataset", help="fashion_mnist, cifar10, cifar100 or imagefolder (default: the checkpoint's, "
                                      "else fashion_mnist)")
-    p.add_argument("--num-images", type=int, default=512, help="images in the set (default 512)")
+    p.add_argument("--calibration-images", type=int, default=512, help="images in the set (default 512)")
+    add_deprecated_alias(p, "--num-images", "--calibration-images", "calibration_images", type=int)
     p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     p.add_argument("--out", type=Path, help="tensor file to write (default calib/<dataset>-<N>-s<seed>.pt)")
     p.add_argument("--data-dir", type=Path, help="folder holding the dataset files (ImageFolder: train/ and val/)")
     p.add_argument("--input-size", type=int, help="ImageFolder: the model's input size (default: the checkpoint's, "
                                                   "else 224)")
+    add_threads_arg(p)
     p.set_defaults(func=run_calib)
 
     p = sub.add_parser("quantize", help="INT8 (Q/DQ, per target) or FP16 ONNX from an exported FP32 ONNX")
     p.add_argument("onnx", type=Path, help="FP32 ONNX model from `rexnet-deploy export`")
-    p.add_argument("--precision", choices=("int8", "fp16"), default="int8")
-    p.add_argument("--calib", type=Path, help="calibration set from `rexnet-deploy calib` (int8)")
-    p.add_argument("--method", choices=METHODS, default="minmax", help="activation range calibration (int8)")
-    p.add_argument("--target", choices=list(targets()), default="ort-cpu",
-                   help="Q/DQ layout: ort-cpu = uint8 activations, tensorrt = symmetric int8 only (int8)")
+    p.add_argument("--precision", choices=("int8", "fp16"), default="int8", help="what to write (default int8)")
+    p.add_argument("--calibration", type=Path, help="calibration set from `rexnet-deploy calib` (int8; required)")
+    add_deprecated_alias(p, "--calib", "--calibration", "calibration", type=Path)
+    p.add_argument("--method", choices=METHODS, default="minmax",
+                   help="activation range calibration (int8; default minmax)")
+    p.add_argument("--target", choices=target_names(), default="ort-cpu",
+                   help="Q/DQ layout: ort-cpu = uint8 activations, tensorrt = symmetric int8 only (int8; default "
+                        "ort-cpu)")
     p.add_argument("--max-drop", type=float, default=0.5,
                    help="top-1 points INT8 may lose against FP32 before sensitive units stay float (default 0.5)")
-    p.add_argument("--max-float-units", type=int, default=16, help="most units the fallback keeps in float")
+    p.add_argument("--max-float-units", type=int, default=16,
+                   help="most units the fallback keeps in float (default 16)")
     p.add_argument("--eval-images", type=int, help="measure top-1 on the first N validation images (default all)")
     p.add_argument("--no-eval", action="store_true", help="skip the accuracy measurement (and so the fallback)")
     p.add_argument("--dataset", help="validation dataset (default: the calibration set's, or the model's metadata)")
     p.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
     p.add_argument("--out", type=Path, help="output ONNX (default beside the input: <name>-int8-<target>-<method>"
                                             ".onnx or <name>-fp16.onnx)")
+    add_threads_arg(p)
     p.set_defaults(func=run_quantize)
 
 
@@ -62,7 +76,8 @@ def run_calib(args: argparse.Namespace) -> int:
     from ..artifacts import read_manifest
     from .calibration import build_calibration_set
 
-    path = build_calibration_set(_calib_spec(args), args.num_images, args.seed, args.out)
+    apply_threads(resolve_threads(args))
+    path = build_calibration_set(_calib_spec(args), args.calibration_images, args.seed, args.out)
     manifest = read_manifest(path)
     folder = manifest.get("dataset_spec", {}).get("folder")
     print(f"calibration set {path}: {manifest['num_images']} images of {manifest['dataset']}/{manifest['split']}"
@@ -77,10 +92,10 @@ def _eval_spec(args: argparse.Namespace):
 
     if args.dataset:
         return resolve_spec({}, dataset=args.dataset, data_dir=args.data_dir, origin=str(args.onnx))
-    if args.calib is not None:
+    if args.calibration is not None:
         from ..artifacts import read_manifest
 
-        meta, origin = read_manifest(args.calib), f"calibration set {args.calib}"
+        meta, origin = read_manifest(args.calibration), f"calibration set {args.calibration}"
     else:
         from ..onnx_io import read_metadata
 
@@ -96,10 +111,12 @@ def run_quantize(args: argparse.Namespace) -> int:
     from .fp16 import convert_fp16
     from .int8 import AccuracyBudget, quantize_onnx
 
+    apply_threads(resolve_threads(args))
+
     if not args.onnx.is_file():
         raise UserError(f"ONNX file {args.onnx} does not exist: check the path or run `rexnet-deploy export`")
-    if args.precision == "int8" and args.calib is None:
-        raise UserError("--calib is required for int8: build a set with `rexnet-deploy calib --dataset <name>`")
+    if args.precision == "int8" and args.calibration is None:
+        raise UserError("--calibration is required for int8: build a set with `rexnet-deploy calib --dataset <name>`")
     eval_set = None
     if not args.no_eval:
         spec = _eval_spec(args)
@@ -110,12 +127,13 @@ def run_quantize(args: argparse.Namespace) -> int:
     stem = args.onnx.with_suffix("")
     if args.precision == "fp16":
         out = convert_fp16(args.onnx, args.out or Path(f"{stem}-fp16.onnx"), eval_set=eval_set,
-                           eval_images=args.eval_images)
+                           eval_images=args.eval_images, progress=show_progress(args))
     else:
         budget = None if eval_set is None else AccuracyBudget(eval_set, args.eval_images, args.max_drop,
                                                               args.max_float_units)
-        out = quantize_onnx(args.onnx, args.calib, args.out or Path(f"{stem}-int8-{args.target}-{args.method}.onnx"),
-                            method=args.method, target=args.target, budget=budget)
+        out_path = args.out or Path(f"{stem}-int8-{args.target}-{args.method}.onnx")
+        out = quantize_onnx(args.onnx, args.calibration, out_path, method=args.method, target=args.target,
+                            budget=budget, progress=show_progress(args))
     return _report(out, args.precision)
 
 

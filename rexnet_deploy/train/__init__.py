@@ -4,9 +4,19 @@
 fine-tuning after pruning and the experiments all call it.
 """
 
-from .fit import build_model, fit, fit_stage
-from .recipe import Recipe, list_recipes, load_recipe
-from .trainer import Distillation, TrainRequest, TrainResult
+from ..lazy import lazy_exports
 
-__all__ = ["Distillation", "Recipe", "TrainRequest", "TrainResult", "build_model", "fit", "fit_stage",
-           "list_recipes", "load_recipe"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "build_model": ".fit",
+    "fit": ".fit",
+    "fit_stage": ".fit",
+    "Recipe": ".recipe",
+    "list_recipes": ".recipe",
+    "load_recipe": ".recipe",
+    "Distillation": ".trainer",
+    "TrainRequest": ".trainer",
+    "TrainResult": ".trainer",
+})
+
+__all__ = ["Distillation", "Recipe", "TrainRequest", "TrainResult", "build_model", "fit", "fit_stage", "list_recipes",
+           "load_recipe"]

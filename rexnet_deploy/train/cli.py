@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cli_args import apply_threads, positive_int
+from ..cli_args import (
+    add_deprecated_alias,
+    add_threads_arg,
+    apply_threads,
+    positive_int,
+    resolve_threads,
+    show_progress,
+)
 from ..errors import UserError
 
 if TYPE_CHECKING:  # torch and friends load only when the command runs, so --help stays fast
@@ -23,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train a ReXNet. Recipes live in rexnet_deploy/recipes/ (--list); every key "
                                    "can be overridden by a flag or --set KEY=VALUE. Multi-GPU: torchrun "
                                    "--nproc_per_node=N -m rexnet_deploy train ...")
-    p.add_argument("--recipe", help="recipe name or YAML file (default: fmnist-cpu, or the resumed run's)")
+    p.add_argument("--recipe", help="recipe name or YAML file (default: fmnist-cpu; finetune with --pretrained; the "
+                                    "resumed run's with --resume)")
     p.add_argument("--list", action="store_true", help="list the packaged recipes and exit")
     p.add_argument("--model", help="registry name, e.g. rexnet, rexnet_tiny_cifar, rexnet_100")
     p.add_argument("--width", type=float, help="width multiplier (any-width families)")
@@ -33,34 +41,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=positive_int,
                    help="ImageFolder: the model's input size (default: the model's own, 32 for tiny-cifar, 224 for "
                         "V1/Lite)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     p.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
     p.add_argument("--optimizer", help="sgd, sgdp, adam, adamw, adamp or sgdmix")
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--weight-decay", type=float, help="weight decay (default: the recipe's)")
     p.add_argument("--schedule", help="cosine, step, multistep or constant")
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs (default: the recipe's)")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing (default: the recipe's)")
     p.add_argument("--train-subset", type=int, help="train on this many images drawn at random")
-    p.add_argument("--val-subset", type=int, help="validate on this many images drawn at random")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-images", type=positive_int, dest="val_subset",
+                   help="validate on the first N images of the validation split (default all)")
+    add_deprecated_alias(p, "--val-subset", "--eval-images", "val_subset", type=positive_int)
+    p.add_argument("--seed", type=int, help="seed of weights, data order and augmentation (default: the recipe's)")
     p.add_argument("--ema", action="store_true", default=None, help="keep an EMA of the weights")
     p.add_argument("--workers", type=int, help="DataLoader workers (ImageFolder)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe key")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe key (repeatable; default: none)")
     p.add_argument("--out", help="run folder (default runs/<recipe>-<time>/)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_OR_CHECKPOINT",
                    help="continue --out's last.pt, or the given run folder / checkpoint")
-    p.add_argument("--init", metavar="CHECKPOINT",
-                   help="start from this checkpoint's architecture and weights with a fresh schedule (train a "
-                        "trained model for --epochs more); not with --resume")
+    p.add_argument("--pretrained", metavar="CHECKPOINT",
+                   help="start from this checkpoint's architecture and weights with a fresh schedule: this tool's "
+                        "checkpoints, timm's or the official clovaai files (those need --model/--width unless the "
+                        "recipe's model is theirs); a new classifier when the dataset's classes differ; not with "
+                        "--resume")
+    add_deprecated_alias(p, "--init", "--pretrained", "pretrained", metavar="CHECKPOINT")
     p.add_argument("--teacher", help="checkpoint of a teacher model: train with knowledge distillation")
-    p.add_argument("--kd-weight", type=float, default=0.5, help="weight of the distillation loss (with --teacher)")
-    p.add_argument("--kd-temperature", type=float, default=4.0)
+    p.add_argument("--kd-weight", type=float, default=0.5,
+                   help="weight of the distillation loss (with --teacher; default 0.5)")
+    p.add_argument("--kd-temperature", type=float, default=4.0,
+                   help="distillation temperature (with --teacher; default 4)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
+    add_threads_arg(p)
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic algorithms (bit-exact resume on the same machine)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars, one line per epoch")
     p.set_defaults(func=run)
 
 
@@ -100,7 +115,7 @@ def _out_dir(args: argparse.Namespace, resume_dir: Path | None, recipe_name: str
 
 
 def _trained_model(path: str, role: str, train_set: Split) -> ReXNet:
-    """A checkpoint's model for --init/--teacher, which must classify the run's classes."""
+    """A checkpoint's model for --teacher, which must classify the run's classes."""
     from ..models import load_model
 
     model, _ = load_model(path)
@@ -111,14 +126,12 @@ def _trained_model(path: str, role: str, train_set: Split) -> ReXNet:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import torch
 
-    from ..artifacts import sha256_file
     from ..data import load_datasets
     from ..report import format_table
     from .fit import fit
+    from .pretrained import pretrained_recipe
     from .recipe import list_recipes, load_recipe
     from .trainer import Distillation, TrainRequest, check_distillation, distributed_env
 
@@ -126,16 +139,19 @@ def run(args: argparse.Namespace) -> int:
         rows = [{"recipe": name, "description": load_recipe(name).description} for name in list_recipes()]
         print(format_table(rows))
         return 0
-    apply_threads(args.threads)
+    apply_threads(resolve_threads(args))
     resume_dir = _resume_dir(args.resume, args.out)
+    if args.pretrained and args.resume is not None:
+        raise UserError(f"--pretrained {args.pretrained} starts a new run from a checkpoint's weights, --resume "
+                        f"continues a run: pass one of them")
     recipe_source = args.recipe
     if recipe_source is None:
         saved = resume_dir / "recipe.yaml" if resume_dir else None
-        recipe_source = saved if saved is not None and saved.is_file() else "fmnist-cpu"
+        recipe_source = saved if saved is not None and saved.is_file() else \
+            "finetune" if args.pretrained else "fmnist-cpu"
     recipe = load_recipe(recipe_source, _overrides(args))
-    if args.init and args.resume is not None:
-        raise UserError("--init starts a new run from a checkpoint's weights, --resume continues a run: "
-                        "pass one of them")
+    if args.pretrained:  # the file's architecture and input size, before the data is read at that size
+        recipe = pretrained_recipe(recipe, args.pretrained, args.model, args.width)
     check_distillation(args.kd_weight if args.teacher else 0.0, args.kd_temperature)
     env = distributed_env(args.device)
     out = _out_dir(args, resume_dir, recipe.name, env)
@@ -146,14 +162,8 @@ def run(args: argparse.Namespace) -> int:
     if args.teacher:
         distill = Distillation(_trained_model(args.teacher, "teacher", train_set), args.kd_weight,
                                args.kd_temperature)
-    model = provenance = None
-    if args.init:
-        model = _trained_model(args.init, "--init", train_set)
-        # the run's recipe names the architecture it really trains
-        recipe = dataclasses.replace(recipe, model=model.model_name, width=model.width)
-        provenance = {"initialized_from": {"checkpoint": args.init, "sha256": sha256_file(args.init)}}
-    result = fit(TrainRequest(recipe, out, model=model, data=(train_set, val_set), resume=resume, distill=distill,
-                              progress=not args.no_progress, device=args.device, provenance=provenance))
+    result = fit(TrainRequest(recipe, out, data=(train_set, val_set), resume=resume, distill=distill,
+                              progress=show_progress(args), device=args.device, pretrained=args.pretrained))
     if env.main:
         best = max(result.metrics, key=lambda r: r.get("ema_top1", r["val_top1"]))
         print(format_table([{"run": str(result.run_dir), "model": f"{recipe.model} w{result.model.width:g}",

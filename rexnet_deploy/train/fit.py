@@ -16,6 +16,7 @@ from torch import nn
 from ..data import load_datasets
 from ..models import create_model
 from ..stages import Stage
+from .pretrained import start_from
 from .recipe import Recipe
 from .trainer import BEST, LAST, Trainer, TrainRequest, TrainResult, distributed_env
 
@@ -33,7 +34,12 @@ def fit(request: TrainRequest) -> TrainResult:
     else:
         train_set, val_set = load_datasets(request.recipe, request.data_dir, download=request.download,
                                            env=distributed_env(request.device))
-    model = request.model if request.model is not None else build_model(request.recipe, train_set.num_classes)
+    model = request.model
+    if model is None and request.pretrained is not None:
+        model, record = start_from(request.pretrained, request.recipe, tuple(train_set.classes))
+        request = dataclasses.replace(request, provenance={**(request.provenance or {}), **record})
+    elif model is None:
+        model = build_model(request.recipe, train_set.num_classes)
     return Trainer(request, model, train_set, val_set).run()
 
 
@@ -42,10 +48,11 @@ def fit_stage(request: TrainRequest, name: str = "train",
     """``fit`` as a stage in ``request.out_dir``, keyed by the recipe: its best checkpoint and whether it was reused.
 
     A finished run of the same recipe is reused, a killed one resumes from its last epoch, and a folder
-    holding anything else is started over. The key covers the recipe only, so the request builds its
-    model from the recipe (``model`` None) and reads the recipe's dataset.
+    holding anything else is started over. The key covers the recipe and the content of the ``pretrained``
+    file, so the request builds its model from those (``model`` None) and reads the recipe's dataset.
     """
-    stage = Stage(name, Path(request.out_dir), {"recipe": request.recipe.to_dict()}, outputs=[BEST])
+    inputs = [Path(request.pretrained)] if request.pretrained is not None else []
+    stage = Stage(name, Path(request.out_dir), {"recipe": request.recipe.to_dict()}, inputs, outputs=[BEST])
     reused = stage.done()
 
     def build(folder: Path, resume: bool) -> None:

@@ -58,6 +58,11 @@ class Recipe:
     switch_epoch: int = 28
     switch_lr: float = 0.1
     switch_weight_decay: float = 1e-5
+    # transfer learning (a run from --pretrained weights): the classifier trains at lr, every other weight at
+    # lr × backbone_lr_scale; for the first freeze_epochs the classifier alone (the rest keeps its weights and
+    # BatchNorm statistics)
+    backbone_lr_scale: float = 1.0
+    freeze_epochs: int = 0
     # regularisation and augmentation
     label_smoothing: float = 0.0
     dropout: float = 0.2
@@ -92,6 +97,9 @@ class Recipe:
         if self.optimizer == "sgdmix" and not 0 < self.switch_epoch < self.epochs:
             raise UserError(f"{source}: sgdmix switch_epoch {self.switch_epoch} must lie inside 1..{self.epochs - 1}"
                             f" (set switch_epoch or epochs)")
+        if self.backbone_lr_scale < 0 or not 0 <= self.freeze_epochs <= self.epochs:
+            raise UserError(f"{source}: backbone_lr_scale must be ≥ 0 and freeze_epochs lie in 0..epochs "
+                            f"(got {self.backbone_lr_scale:g}, {self.freeze_epochs} of {self.epochs})")
         if (self.cutmix_alpha or self.mixup_alpha) and self.batch_size % 2:
             raise UserError(f"{source}: CutMix/MixUp need an even batch_size, not {self.batch_size}")
         return self

@@ -10,10 +10,12 @@ uninterrupted run would have (on a deterministic device).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from ..data.imagefolder import FolderDataset, worker_errors
 from ..errors import UserError, require_file
 from ..models import save_model_checkpoint
 from ..models.checkpoint import load_state_dict_checked, read_checkpoint
+from ..models.rexnet import CLASSIFIER
 from .augment import BatchAugment
 from .recipe import Recipe, write_recipe
 
@@ -75,11 +78,14 @@ class Distillation:
 class TrainRequest:
     """One training run, for :func:`~rexnet_deploy.train.fit`.
 
-    ``model`` None: a fresh ``recipe.model`` at ``recipe.width``, its weights seeded with ``recipe.seed``;
-    a given model (``--init``, a pruned one) trains as it is. ``data`` None: ``recipe.dataset`` loaded
-    from ``data_dir`` (CIFAR fetched first with ``download``). ``resume``: True continues
-    ``out_dir/last.pt``; a path continues that checkpoint. ``provenance`` (e.g. the checkpoint the
-    weights started from) is stored in every checkpoint's metadata.
+    ``model`` None: a fresh ``recipe.model`` at ``recipe.width``, its weights seeded with ``recipe.seed``, or
+    with ``pretrained`` (a checkpoint of any supported layout) that file's weights and, where the classes
+    differ, a fresh classifier (:func:`~rexnet_deploy.train.pretrained.start_from`; the recipe must name
+    the file's architecture: :func:`~rexnet_deploy.train.pretrained.pretrained_recipe`); a given model (a
+    pruned one) trains as it is. ``data`` None: ``recipe.dataset`` loaded from ``data_dir`` (CIFAR fetched
+    first with ``download``). ``resume``: True continues ``out_dir/last.pt``; a path continues that
+    checkpoint. ``provenance`` (e.g. the checkpoint a pruned model came from) is stored in every
+    checkpoint's metadata.
     """
 
     recipe: Recipe
@@ -93,6 +99,7 @@ class TrainRequest:
     progress: bool = True
     device: str | None = None
     provenance: dict[str, Any] | None = None
+    pretrained: str | Path | None = None
 
 
 @dataclass
@@ -176,14 +183,51 @@ def _gather(obj: Any, env: DistEnv) -> list[Any]:
 
 
 # ---------------------------------------------------------------- optimisation pieces (timm)
+def classifier_groups(model: nn.Module, recipe: Recipe, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """timm's weight-decay parameter groups, each split in two: the classifier's parameters at ``lr`` (first, so
+    the logged lr is the recipe's), every other one at ``lr × recipe.backbone_lr_scale``. Each group's own lr is
+    the base its schedule scales, so warm-up and decay keep the ratio."""
+    from timm.optim import param_groups_weight_decay
+
+    head = {id(p) for p in model.get_submodule(CLASSIFIER).parameters()}
+    groups = param_groups_weight_decay(model, weight_decay, weight_decay_exclude_1d=not recipe.decay_bias_and_bn)
+    split = []
+    for in_head, group_lr in ((True, lr), (False, lr * recipe.backbone_lr_scale)):
+        for group in groups:
+            params = [p for p in group["params"] if (id(p) in head) == in_head]
+            if params:
+                split.append({**group, "params": params, "lr": group_lr})
+    return split
+
+
 def build_optimizer(model: nn.Module, recipe: Recipe, name: str, lr: float, weight_decay: float):
     from timm.optim import create_optimizer_v2
 
     kwargs: dict[str, Any] = {}
     if name in ("sgd", "sgdp"):
         kwargs["nesterov"] = recipe.nesterov
+    if recipe.backbone_lr_scale != 1.0:  # split only then: a run saved with timm's own groups resumes unchanged
+        kwargs["param_group_fn"] = lambda m: classifier_groups(m, recipe, lr, weight_decay)
     return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=weight_decay, momentum=recipe.momentum,
                                filter_bias_and_bn=not recipe.decay_bias_and_bn, **kwargs)
+
+
+@contextlib.contextmanager
+def head_only(model: nn.Module) -> Iterator[None]:
+    """Train the classifier alone: no other weight gets a gradient (so the backward pass stops at the head) and
+    every BatchNorm keeps its running statistics; all of it trainable again afterwards."""
+    rest = [p for name, p in model.named_parameters() if not name.startswith(CLASSIFIER + ".")]
+    for p in rest:
+        p.requires_grad_(False)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    try:
+        yield
+    finally:
+        for p in rest:
+            p.requires_grad_(True)
+        model.train()
 
 
 def build_scheduler(optimizer, recipe: Recipe, steps_per_epoch: int, epochs: float, warmup: bool):
@@ -444,11 +488,15 @@ class Trainer:
                             f"{model.num_classes}: build it with num_classes={train_set.num_classes}")
         if recipe.train_subset:
             train_set = train_set.subset(recipe.train_subset, seed=recipe.seed)
-        if recipe.val_subset:
-            val_set = val_set.subset(recipe.val_subset, seed=recipe.seed)
+        if recipe.val_subset:  # the first N, as every --eval-images takes them
+            val_set = val_set.select(range(min(recipe.val_subset, len(val_set))))
         self.recipe, self.model, self.progress = recipe, model, request.progress
         self.kd = request.distill if request.distill is not None and request.distill.weight > 0 else None
         self.env = env = distributed_env(request.device)
+        if recipe.freeze_epochs and env.world > 1:
+            # DDP registers the trainable parameters once, when it wraps the model; it cannot follow a freeze
+            raise UserError(f"freeze_epochs {recipe.freeze_epochs} trains the classifier alone in one process, not "
+                            f"under torchrun: set freeze_epochs 0 (--set freeze_epochs=0) or run one process")
         self.run_dir = Path(request.out_dir)
         resume_from = _resume_path(request.resume, self.run_dir)
         if env.main:
@@ -578,23 +626,24 @@ class Trainer:
         loss_sum = torch.zeros((), device=env.device)
         bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="step", leave=False,
                    disable=not (self.progress and env.main))
-        for step, (x, target) in enumerate(self.train_data.epoch(epoch)):
-            loss = self._loss(_channels_last(x), target)
-            if not torch.isfinite(loss):
-                raise UserError(f"the loss became {loss.item()} at epoch {epoch + 1} step {step + 1}: lower --lr "
-                                f"(now {phase.optimizer.param_groups[0]['lr']:.4g})")
-            phase.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(phase.optimizer)
-            self.scaler.update()
-            phase.updates += 1
-            phase.scheduler.step_update(num_updates=phase.updates)
-            if self.ema is not None:
-                self.ema.update(self.model, step=epoch * self.steps + step)
-            loss_sum += loss.detach()
-            bar.update()
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{phase.optimizer.param_groups[0]['lr']:.3g}")
+        with head_only(self.model) if epoch < recipe.freeze_epochs else contextlib.nullcontext():
+            for step, (x, target) in enumerate(self.train_data.epoch(epoch)):
+                loss = self._loss(_channels_last(x), target)
+                if not torch.isfinite(loss):
+                    raise UserError(f"the loss became {loss.item()} at epoch {epoch + 1} step {step + 1}: lower "
+                                    f"--lr (now {phase.optimizer.param_groups[0]['lr']:.4g})")
+                phase.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(phase.optimizer)
+                self.scaler.update()
+                phase.updates += 1
+                phase.scheduler.step_update(num_updates=phase.updates)
+                if self.ema is not None:
+                    self.ema.update(self.model, step=epoch * self.steps + step)
+                loss_sum += loss.detach()
+                bar.update()
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{phase.optimizer.param_groups[0]['lr']:.3g}")
         bar.close()
         if env.world > 1:
             dist.all_reduce(loss_sum)
