@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from . import __version__
-from .cli_args import PROGRESS_HELP
+from .cli_args import add_progress_arg
 from .errors import CheckFailed, UserError
 
 # Stage command modules, in pipeline order.
@@ -29,8 +30,16 @@ COMMAND_MODULES = [
 ]
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Bad usage is one line naming the command and where to look, exit 2 (argparse prints its whole usage first,
+    a screenful for some commands, before the line that says what was wrong). Sub-commands inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="rexnet-deploy",
         description="Train, prune, quantize, export and benchmark ReXNet image classifiers for edge deployment.")
     parser.add_argument("--version", action="version", version=f"rexnet-deploy {__version__}")
@@ -38,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parser(sub)
     for command in sub.choices.values():  # one flag, one default, in every command
-        command.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
+        add_progress_arg(command)
     return parser
 
 

@@ -3,11 +3,13 @@ few images of new classes, and does the whole pipeline work from such weights?
 
 A source model (fmnist-cpu's ReXNet w=0.5 at 32×32) is trained on Fashion-MNIST classes 0–4, written as an
 ImageFolder tree of PNGs. It is then fine-tuned on classes 5–9 (``--pretrained``, the ``finetune`` recipe: a new
-head, one head-only epoch, the backbone at 0.1× lr) with 50, 200 and 1,000 training images per class, against the
+head, trained alone for one epoch, then every layer) with 50, 200 and 1,000 training images per class, against the
 same model trained from scratch with the ``fmnist-cpu`` recipe for the same steps (same images, epochs and batch).
-Every run validates on all 5,000 test images of classes 5–9 after each epoch; the table reports the last epoch's
-top-1 (no epoch picked on the test images). Then ``rexnet-deploy pipeline --pretrained`` (fine-tune, prune to half
-the MACs + KD fine-tune, calibrate, ONNX FP32/FP16/INT8 and OpenVINO, bench, check) runs on the 200-per-class tree.
+At 200 per class the recipe's choices are varied one at a time (the pretrained layers at 0.3× and 0.1× lr, no
+head-only epoch). Every run validates on all 5,000 test images of classes 5–9 after each epoch; the tables report
+the last epoch's top-1 (no epoch picked on the test images). Then ``rexnet-deploy pipeline --pretrained`` (fine-tune,
+prune to half the MACs + KD fine-tune, calibrate, ONNX FP32/FP16/INT8 and OpenVINO, bench, check) runs on the
+200-per-class tree.
 
 Writes OUT/results.json, results.md, transfer.png, README.md and OUT/pipeline/ (the pipeline's results, check and
 prune report). Trees and runs go to --work, each a content-keyed stage (rexnet_deploy/stages.py): a rerun reuses
@@ -40,6 +42,9 @@ SOURCE_CLASSES, TARGET_CLASSES = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 VAL_PER_CLASS = 1000  # all of Fashion-MNIST's test images of each class
 BATCH = 32  # both arms: the finetune recipe's batch, so small trees still give several steps per epoch
 INPUT_SIZE = 32
+ABLATION_SIZE = 200  # images per class where the recipe's choices are varied
+ABLATION = {"backbone_lr_scale 0.3": {"backbone_lr_scale": 0.3}, "backbone_lr_scale 0.1": {"backbone_lr_scale": 0.1},
+            "freeze_epochs 0": {"freeze_epochs": 0}}
 
 
 def _epochs(text: str) -> dict[int, int]:
@@ -66,14 +71,16 @@ def _train(work: Path, label: str, recipe, data: tuple, pretrained: Path | None 
     from rexnet_deploy.models.checkpoint import read_metadata
     from rexnet_deploy.train import TrainRequest, fit_stage
 
-    best, _ = fit_stage(TrainRequest(recipe, work / label, data=data, progress=False, pretrained=pretrained), label)
+    best, reused = fit_stage(TrainRequest(recipe, work / label, data=data, progress=False, pretrained=pretrained),
+                             label)
     history = [json.loads(line) for line in (best.parent / "metrics.jsonl").read_text().splitlines()]
     meta = read_metadata(best.parent / "last.pt")
     return {"run": label, "recipe": recipe.to_dict(), "epochs": len(history),
             "steps": sum(r["steps"] for r in history), "train_images": len(data[0]), "val_images": len(data[1]),
             "top1": history[-1]["val_top1"], "best_top1": max(r["val_top1"] for r in history),
             "train_s": round(sum(r["epoch_time_s"] for r in history), 1), "autocast": meta.get("autocast"),
-            "pretrained": meta.get("pretrained"), "per_epoch": [round(r["val_top1"], 2) for r in history]}
+            "pretrained": meta.get("pretrained"), "per_epoch": [round(r["val_top1"], 2) for r in history],
+            "reused": reused}
 
 
 def _grid(work: Path, args: argparse.Namespace, source_best: Path) -> list[dict[str, Any]]:
@@ -96,6 +103,24 @@ def _grid(work: Path, args: argparse.Namespace, source_best: Path) -> list[dict[
                      "epochs": epochs, "steps": runs["scratch"]["steps"], "scratch": runs["scratch"],
                      "transfer": runs["transfer"], "gain": runs["transfer"]["top1"] - runs["scratch"]["top1"]})
         print(f"{per_class}/class: scratch {runs['scratch']['top1']:.2f}, transfer {runs['transfer']['top1']:.2f}")
+    return rows
+
+
+def _ablation(work: Path, args: argparse.Namespace, source_best: Path) -> list[dict[str, Any]]:
+    """The finetune recipe with one choice changed at a time, on the ABLATION_SIZE tree, the same steps."""
+    from rexnet_deploy.data import load_datasets
+    from rexnet_deploy.train import load_recipe
+    from rexnet_deploy.train.pretrained import pretrained_recipe
+
+    tree = _tree(work, f"target-{ABLATION_SIZE}", ABLATION_SIZE, TARGET_CLASSES)
+    rows, data = [], None
+    for label, change in ABLATION.items():
+        fixed = {"epochs": args.epochs[ABLATION_SIZE], "batch_size": BATCH, **change}
+        recipe = pretrained_recipe(load_recipe("finetune", fixed), source_best)
+        data = data or load_datasets(recipe, tree)
+        run = _train(work, f"ablation-{ABLATION_SIZE}-{label.replace(' ', '-')}", recipe, data, source_best)
+        rows.append({"change": label, **run})
+        print(f"{ABLATION_SIZE}/class, {label}: {run['top1']:.2f}")
     return rows
 
 
@@ -168,6 +193,10 @@ def _findings(result: dict[str, Any]) -> list[str]:
                      f"(transfer − scratch).")
     else:
         notes.append(f"Transfer ≥ scratch at every data size: {spans} points (transfer − scratch).")
+    if result.get("ablation"):
+        shipped = next(r for r in rows if r["images_per_class"] == ABLATION_SIZE)["transfer"]["top1"]
+        notes.append(f"At {ABLATION_SIZE}/class, against the recipe as shipped ({shipped:.2f}): " + ", ".join(
+            f"{r['change']} {r['top1'] - shipped:+.2f}" for r in result["ablation"]) + " points.")
     notes.append(f"Source model (classes 0–4, {result['source']['epochs']} epochs of 30,000 images): "
                  f"{result['source']['top1']:.2f} % on its 5,000 test images.")
     pipe = result.get("pipeline")
@@ -188,6 +217,12 @@ def _markdown(result: dict[str, Any]) -> str:
              "(same images, epochs, batch 32).", "", markdown_table(_table(result["grid"])), "",
              "![top-1 against images per class](transfer.png)", ""]
     lines += [f"- {note}" for note in _findings(result)]
+    if result.get("ablation"):
+        recipe = next(r for r in result["grid"] if r["images_per_class"] == ABLATION_SIZE)["transfer"]
+        rows = [{"finetune recipe": "as shipped", "top-1": round(recipe["top1"], 2)}] + \
+            [{"finetune recipe": r["change"], "top-1": round(r["top1"], 2)} for r in result["ablation"]]
+        lines += ["", f"## One choice of the finetune recipe changed ({ABLATION_SIZE} images per class, same steps)",
+                  "", markdown_table(rows)]
     pipe = result.get("pipeline")
     if pipe:
         lines += ["", "## Pipeline from the pretrained weights (200 images per class)", "", f"`{pipe['command']}`",
@@ -195,11 +230,19 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _runs(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [result["source"], *(r[arm] for r in result["grid"] for arm in ("transfer", "scratch")),
+            *result.get("ablation", [])]
+
+
 def _readme(result: dict[str, Any]) -> str:
-    m = result["machine"]
+    m, runs = result["machine"], _runs(result)
     return "\n".join([
         "# Transfer learning on this CPU (issue 25)", "",
-        f"Recorded {result['date']} by `{result['command']}` ({result['wall_min']:.1f} min wall-clock).", "",
+        f"Recorded {result['date']} by `{result['command']}`: {result['wall_min']:.1f} min wall-clock for this "
+        f"invocation, which reused {sum(r['reused'] for r in runs)} of its {len(runs)} training runs (finished stages "
+        f"of an earlier one); the training epochs of all runs took {sum(r['train_s'] for r in runs) / 60:.1f} min.",
+        "",
         f"Machine: {m['cpu_model']}, ISA flags {', '.join(m['isa_flags']) or 'none'} ({m['isa_class']}), "
         f"{m['cpu_cores']} cores; every run at {result['threads']} thread(s). Load average (1 min) "
         f"{result['load_avg_before']:.2f} before, {result['load_avg_after']:.2f} after: the cores were shared with "
@@ -255,6 +298,8 @@ def main() -> int:
               "source": source, "source_checkpoint": str(source_best), "grid": grid}
     if not args.no_pipeline:
         result["pipeline"] = _pipeline(work, args.out, args, source_best)
+    if ABLATION_SIZE in args.epochs:
+        result["ablation"] = _ablation(work, args, source_best)
     result.update(wall_min=(time.perf_counter() - started) / 60, load_avg_before=load_before,
                   load_avg_after=os.getloadavg()[0],
                   machine={"cpu_model": cpu_model(), "isa_flags": cpu_isa_flags(), "isa_class": isa_class(),

@@ -26,11 +26,15 @@ import copy
 import importlib.util
 import io
 import logging
+import os
+import re
+import sys
+import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -101,21 +105,50 @@ def _runtime() -> Any:
     return Runtime.get()
 
 
-@contextlib.contextmanager
-def _runtime_log() -> Iterator[list[str]]:
-    """Collect the log lines ExecuTorch's runtime prints while the block runs.
+#: what ExecuTorch's runtime logs that nobody can act on: cpuinfo's probing of /sys files on the first use of the
+#: thread pool (five lines), the pool's "Resetting threadpool to N threads"
+_CHATTER = re.compile(r"cpuinfo|threadpool", re.IGNORECASE)
 
-    Its loader explains a refused file only in its log ("Program identifier 'ageg' != expected 'ET12'")
-    while Python gets "error: 0x23"; the line goes into the one-line error instead of beside it. The
-    pybindings write the C++ runtime's log through Python's ``sys.stderr``, so that is what is swapped.
-    """
-    lines: list[str] = []
-    sink = io.StringIO()
+
+@contextlib.contextmanager
+def _fd2_into(file: IO[bytes]) -> Iterator[None]:
+    """File descriptor 2 points at ``file`` while the block runs: native code writes there, not to ``sys.stderr``."""
     try:
-        with contextlib.redirect_stderr(sink):
-            yield lines
+        saved = os.dup(2)
+    except OSError:  # a process without fd 2: nothing reaches a terminal anyway
+        yield
+        return
+    sys.__stderr__.flush()  # what Python wrote before goes out first, not into the file
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
     finally:
-        lines.extend(line.strip() for line in sink.getvalue().splitlines() if line.strip())
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _runtime_log() -> Iterator[Callable[[], list[str]]]:
+    """Keep ExecuTorch's runtime log out of the terminal while the block runs; yields ``said()``, its lines so far.
+
+    Its loader explains a refused file only in its log ("Program identifier 'ageg' != expected 'ET12'") while
+    Python gets "error: 0x23": the block puts that line into its one-line error. The pybindings write the C++
+    runtime's log through Python's ``sys.stderr`` and native libraries (cpuinfo) write to file descriptor 2, so both
+    are caught. Chatter is dropped; when the block ends without an error, every other line is written to stderr
+    after all, so a real warning still reaches the user.
+    """
+    python_side = io.StringIO()
+    with tempfile.TemporaryFile() as native:
+        def said() -> list[str]:
+            # pread: fd 2 shares the file's offset, which must stay where the runtime writes next
+            size = os.fstat(native.fileno()).st_size
+            text = python_side.getvalue() + os.pread(native.fileno(), size, 0).decode(errors="replace")
+            return [line.strip() for line in text.splitlines() if line.strip() and not _CHATTER.search(line)]
+
+        with contextlib.redirect_stderr(python_side), _fd2_into(native):
+            yield said
+        for line in said():
+            print(line, file=sys.stderr)
 
 
 def _runtime_said(lines: list[str]) -> str:
@@ -398,10 +431,8 @@ class ExecuTorchRunner(Runner):
             try:
                 program = runtime.load_program(self.path)
             except Exception as exc:  # the pybindings raise RuntimeError("Failed to load program, error: 0x23")
-                program, error = None, exc
-        if program is None:
-            raise UserError(f"{self.path} is not an ExecuTorch program ({first_line(error)}{_runtime_said(said)}): "
-                            f"{_FIX}")
+                raise UserError(f"{self.path} is not an ExecuTorch program ({first_line(exc)}"
+                                f"{_runtime_said(said())}): {_FIX}") from None
         if METHOD not in program.method_names:
             raise UserError(f"{self.path} has no {METHOD!r} method (it has {', '.join(sorted(program.method_names))}):"
                             f" {_FIX}")
@@ -419,11 +450,11 @@ class ExecuTorchRunner(Runner):
                 self.method = program.load_method(METHOD)
             except Exception as exc:  # an op or delegate this runtime lacks
                 raise UserError(f"{self.path} cannot be loaded by this ExecuTorch ({first_line(exc)}"
-                                f"{_runtime_said(said)}): {_FIX}") from None
+                                f"{_runtime_said(said())}): {_FIX}") from None
+            self.threads = self._thread_count()  # the pool's first use, where no load made one, runs cpuinfo
         global _METHOD_LOADED
         _METHOD_LOADED = True
         self.program = program
-        self.threads = self._thread_count()
 
     def _check_signature(self, meta: Any, manifest: dict[str, Any]) -> tuple[int, ...]:
         """The program's planned input shape, or one line saying why it does not take an image batch."""

@@ -9,7 +9,16 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..cli_args import add_threads_arg, positive_int, resolve_threads, show_progress
+from ..cli_args import (
+    add_batch_arg,
+    add_checkpoint_arg,
+    add_device_arg,
+    add_eval_images_arg,
+    add_threads_arg,
+    positive_int,
+    resolve_threads,
+    show_progress,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,29 +44,27 @@ def _variable(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _devices() -> list[str]:
-    from ..backends import BACKENDS
-
-    return list(dict.fromkeys(d for b in BACKENDS.values() for d in b.devices))
-
-
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="accuracy, ms/step, img/s and latency percentiles of artifacts, side by side",
                        description="Benchmark artifacts through the shared runners: top-1/top-5 on the dataset's "
                                    "evaluation split, then a batch sweep of timed steps. Writes results.json, "
                                    "results.md and PNG plots to --out.")
     what = p.add_argument_group("what to run (a suite, or artifact paths; repeat a flag for several)")
-    what.add_argument("--suite", help="suite YAML, or a name in rexnet_deploy/bench/suites/ (e.g. fmnist-cpu)")
+    what.add_argument("--suite", help="suite YAML, or a name in rexnet_deploy/bench/suites/ (e.g. fmnist-cpu; "
+                                      "default: none, the artifact paths below)")
     what.add_argument("--set", dest="variables", type=_variable, action="append", default=[], metavar="KEY=VALUE",
-                      help="override a suite variable used in its paths as ${KEY}")
-    what.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
-                      help="a checkpoint, run by torch (eager unless --compile)")
-    what.add_argument("--onnx", action="append", default=[], metavar="PATH", help="an ONNX file, run by ONNX Runtime")
+                      help="override a suite variable used in its paths as ${KEY} (repeatable; default: the suite's "
+                           "vars)")
+    add_checkpoint_arg(what, "a checkpoint, run by torch (eager unless --compile; repeatable; default: none)",
+                       action="append", default=[])
+    what.add_argument("--onnx", action="append", default=[], metavar="PATH",
+                      help="an ONNX file, run by ONNX Runtime (repeatable; default: none)")
     what.add_argument("--engine", action="append", default=[], metavar="PATH",
-                      help="a TensorRT engine or OpenVINO model, run by its runtime")
-    what.add_argument("--device", default="cpu", choices=_devices(),
-                      help="device of every row (an ONNX Runtime provider for .onnx files); rows whose backend "
-                           "lacks it use the GPU for a GPU device, else their own (default cpu)")
+                      help="an OpenVINO .xml, ExecuTorch .pte or TensorRT engine, run by its runtime (repeatable; "
+                           "default: none)")
+    add_device_arg(what, "cpu; a row whose backend lacks the device runs on the GPU for a GPU device, else on its "
+                         "own", extra={"tensorrt": "the GPU through ONNX Runtime's TensorRT provider (.onnx rows)"},
+                   gpu_index=False)
     what.add_argument("--compile", action="store_true", help="torch.compile the checkpoints")
     what.add_argument("--channels-last", action="store_true", help="run checkpoints in channels-last memory format")
     what.add_argument("--reference", help="row the ratios are taken against (default: the torch eager FP32 row)")
@@ -66,8 +73,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
                                        "the one the artifacts record, else fashion_mnist)")
     how.add_argument("--split", help="evaluation split (default test: an ImageFolder's val/)")
     how.add_argument("--data-dir", help="folder holding the dataset files (default: the one the artifacts record)")
-    how.add_argument("--eval-images", type=int, help="evaluate on the first N images only (faster, coarser)")
-    how.add_argument("--batches", type=_batches, help="batch sweep, e.g. 1,8,32,64 (default)")
+    add_eval_images_arg(how)
+    how.add_argument("--batches", type=_batches, help="batch sweep, e.g. 1,32 (default 1,8,32,64)")
     add_threads_arg(how)
     how.add_argument("--warmup-steps", type=int, help="warm-up steps per batch size (default 5)")
     how.add_argument("--warmup-seconds", type=float, help="… and at least this long (default 0.2)")
@@ -87,7 +94,7 @@ def add_check_parser(sub: argparse._SubParsersAction) -> None:
                                    "run, and optional speed-ratio floors. Exit 0 pass, 1 regression, 2 bad input.")
     p.add_argument("results", help="results.json written by `rexnet-deploy bench`, or its folder")
     p.add_argument("--baseline", required=True, help="baseline YAML/JSON, or a name in rexnet_deploy/bench/baselines/")
-    p.add_argument("--junit", metavar="PATH", help="also write JUnit XML for CI systems")
+    p.add_argument("--junit", metavar="PATH", help="also write JUnit XML for CI systems (default: not written)")
     p.set_defaults(func=run_check_command)
 
 
@@ -99,8 +106,9 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
                                    "the precision its kernels ran in). Writes profile.json, profile.md and "
                                    "profile.png to --out.")
     p.add_argument("model", nargs="+", help="ONNX files (FP32, FP16 or INT8 Q/DQ) or OpenVINO IRs (.xml)")
-    p.add_argument("--mode", help="an engine runner's mode, as a bench row's `mode:` (OpenVINO: bf16, defaults)")
-    p.add_argument("--batch", type=positive_int, default=64, help="batch size the layers are timed at (default 64)")
+    p.add_argument("--mode", help="an engine runner's mode, as a bench row's `mode:` (OpenVINO: bf16 or defaults; "
+                                  "default: none, the tool's own settings)")
+    add_batch_arg(p, "what the layers are timed at", 64)
     add_threads_arg(p)
     p.add_argument("--runs", type=int, default=20, help="profiled runs after 5 warm-up runs (default 20)")
     p.add_argument("--out", help="results folder (default bench/runs/profile-<time>/)")
@@ -129,10 +137,9 @@ def build_suite(args: argparse.Namespace):
             raise UserError("--reference applies to artifact paths; a suite names its reference per model")
     else:
         # rows and plots grouped under the model the first file names (rexnet-0.5.fp32.onnx → rexnet-0.5)
-        group = Path((args.checkpoint + args.onnx + args.engine)[0]).name.split(".")[0] or "artifacts"
         suite = suite_from_paths(checkpoints=args.checkpoint, onnx=args.onnx, engines=args.engine,
-                                 device=args.device, compile=args.compile, channels_last=args.channels_last,
-                                 reference=args.reference, group=group, **settings)
+                                 device=args.device or "cpu", compile=args.compile,
+                                 channels_last=args.channels_last, reference=args.reference, **settings)
     timing = {k: getattr(args, k) for k in ("warmup_steps", "warmup_seconds", "steps", "min_steps", "max_seconds",
                                                "rounds") if getattr(args, k) is not None}
     if args.batches is not None and suite.headline_batch not in args.batches:

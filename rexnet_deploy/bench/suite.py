@@ -30,6 +30,7 @@ Relative paths are taken from the folder the command runs in (the project root).
 from __future__ import annotations
 
 import dataclasses
+import re
 import string
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -323,12 +324,32 @@ def load_suite(name_or_path: str | Path, variables: dict[str, str] | None = None
                         ) from None
 
 
+#: a dot-separated part of a file name that starts its precision (rexnet-0.5.int8-nncf.openvino.xml)
+_PRECISION_PART = re.compile(r"^(fp32|fp16|bf16|int8)(\b|_|-|$)")
+
+
+def model_named_by(path: str | Path) -> str:
+    """The model a file's name names: the name up to its precision part (``rexnet-0.5.fp32.pte`` → ``rexnet-0.5``,
+    as the bundle names its files), else without its suffix and backend tag (``tiny.openvino.xml`` → ``tiny``)."""
+    name = Path(path).name
+    parts = name.split(".")
+    for i, part in enumerate(parts[1:], start=1):
+        if _PRECISION_PART.match(part.lower()):
+            return ".".join(parts[:i])
+    stem = Path(name).stem
+    for backend in BACKENDS.values():
+        if backend.file_tag and stem.endswith(backend.file_tag):
+            stem = stem[:-len(backend.file_tag)]
+    return stem or name
+
+
 def suite_from_paths(*, checkpoints: list[str] = (), onnx: list[str] = (), engines: list[str] = (),
                      device: str = "cpu", compile: bool = False, channels_last: bool = False,
-                     reference: str | None = None, group: str = "artifacts", **settings: Any) -> Suite:
+                     reference: str | None = None, group: str | None = None, **settings: Any) -> Suite:
     """A one-group suite from artifact paths given on the command line (or by a pipeline).
 
-    Rows are named ``torch:STEM``, ``onnx:STEM`` and ``engine:STEM``; ``reference`` picks one by name.
+    Rows are named ``torch:STEM``, ``onnx:STEM`` and ``engine:STEM``; ``reference`` picks one by name. ``group``
+    (the model the rows belong to) defaults to the model the first file names (:func:`model_named_by`).
     ``device`` is any backend's device; each row runs on it where its backend can, else on the GPU for a GPU
     device, else on its backend's own (an engine bound to one device runs there).
     """
@@ -347,5 +368,8 @@ def suite_from_paths(*, checkpoints: list[str] = (), onnx: list[str] = (), engin
             torch_row = kind == "checkpoint"
             specs.append(ArtifactSpec(name=name, kind=kind, path=Path(p), device=dev, compile=compile and torch_row,
                                       channels_last=channels_last and torch_row))
+    if not specs:
+        raise UserError("nothing to bench: pass at least one --checkpoint/--onnx/--engine PATH")
+    group = group or model_named_by(specs[0].path)
     return Suite(groups=(ModelGroup(group, tuple(specs), reference),), name=group,
                  **{k: v for k, v in settings.items() if v is not None})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -75,7 +77,8 @@ def _move_into_place(staging: Path, folder: Path) -> None:
 
 
 def build_engine(onnx_path: str | Path, out_path: str | Path | None, backend: str, *,
-                 images: np.ndarray | None = None, parity_source: str | None = None, **options: Any) -> Path:
+                 images: np.ndarray | None = None, parity_source: str | None = None, progress: bool = True,
+                 **options: Any) -> Path:
     """Build ``onnx_path`` into an engine for ``backend``; returns the engine path (manifest beside it).
 
     ``out_path`` None: beside the ONNX, named by the backend's table row.
@@ -85,6 +88,7 @@ def build_engine(onnx_path: str | Path, out_path: str | Path | None, backend: st
     :func:`judge_parity`). The engine, its side files and its
     manifest are staged in a temporary folder beside ``out_path`` and moved in manifest-last.
     ``options``: the backend's ``BUILD_OPTIONS`` (TensorRT: batch profile, workspace, timing cache).
+    ``progress`` False keeps the progress bars a backend's own tool draws on stdout (NNCF's) out of the output.
     """
     spec = builder(backend)
     onnx_path = Path(onnx_path)
@@ -94,7 +98,9 @@ def build_engine(onnx_path: str | Path, out_path: str | Path | None, backend: st
     staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
     try:
         staged = staging / out_path.name
-        fields = spec.impl().build(onnx_path, staged, **options)
+        # NNCF draws its bars with rich on whatever sys.stdout is when it draws; its log lines keep their own stream
+        with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):
+            fields = spec.impl().build(onnx_path, staged, **options)
         if read_artifact(onnx_path, "onnx").untrained:  # random weights: every file made from them says so
             fields["untrained"] = True
         write_manifest(staged, fields)  # runners check it before loading

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ..cli_args import add_threads_arg
+from ..cli_args import add_calibration_arg, add_threads_arg, show_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "in FP32")
     p.add_argument("--precision", choices=["int8"],
                    help="OpenVINO: quantize the FP32 ONNX itself (NNCF, preset MIXED, SE gates kept in float) instead "
-                        "of converting the file as it is; needs --calibration")
+                        "of converting the file as it is; needs --calibration (default: the ONNX file's own "
+                        "precision)")
     p.add_argument("--int8-scope", choices=["all", "pointwise"],
                    help="OpenVINO --precision int8: what NNCF quantizes: all (every convolution, the default) or "
                         "pointwise (the 1×1 convolutions only; depthwise, SE pooling/gates and activations left in "
@@ -42,11 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--untrained-int8", action="store_true",
                    help="allow --precision int8 of an ONNX exported from random weights (a speed-only study); the "
                         "engine's manifest says untrained")
-    p.add_argument("--calibration", help="calibration set of `rexnet-deploy calib` for --precision int8 (the same "
-                                         "file every runtime's INT8 is calibrated on)")
+    add_calibration_arg(p, "what --precision int8 calibrates on, the same file every runtime's INT8 is calibrated "
+                           "on (required with it; no default)")
     p.add_argument("--parity-images", type=int, default=128,
                    help="inputs the ONNX Runtime comparison uses (default 128)")
-    p.add_argument("--data-dir", help="folder holding the dataset the ONNX names (for real parity images)")
+    p.add_argument("--data-dir", help="folder holding the dataset the ONNX names, for real parity images (default: "
+                                      "the folder the ONNX records)")
     add_threads_arg(p)
     p.set_defaults(func=run)
 
@@ -82,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("no engine backend can build on this machine: " +
                             "; ".join(f"{name}: {reason}" for name, reason in reasons.items()))
         args.backend = here[0]
+        print(f"note: no --backend given: building for {args.backend}, the first backend this machine can build",
+              file=sys.stderr)
     spec = builder(args.backend)
     # unset flags stay out, so a backend is refused only for options it was actually given
     options = {k: getattr(args, k) for k in ("min_batch", "opt_batch", "max_batch", "workspace_mib", "timing_cache",
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         options.update(_calibration(args.calibration, args.onnx))
     batch = onnx_parity_batch(args.onnx, args.parity_images, args.data_dir)
     engine = build_engine(args.onnx, args.out, args.backend, images=batch.images, parity_source=batch.source,
-                          **options)
+                          progress=show_progress(args), **options)
     m = read_manifest(engine)
     p = m["parity"]
     row = {"engine": str(engine), "backend": m["backend"], "precision": m["precision"],

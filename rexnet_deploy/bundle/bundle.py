@@ -528,7 +528,7 @@ class _Writer:
                     continue
                 self.bar.set_postfix_str(f"{key} {name}")
                 engine = build_engine(onnx_path, backend.default_path(onnx_path), name, images=plan.batch.images,
-                                      parity_source=plan.batch.source)
+                                      parity_source=plan.batch.source, progress=plan.request.progress)
                 manifest = _housekeeping_removed(read_manifest(engine))
                 write_manifest(engine, {**manifest, **plan.common})  # the model's facts travel with the engine too
                 self.files.append(_file_entry(engine, name, key, manifest["parity"], self._accuracy(engine)))
@@ -552,7 +552,8 @@ class _Writer:
                 engine = build_engine(fp32, backend.default_path(fp32.with_name(f"{plan.base}.{key}.onnx")),
                                       backend.name, images=plan.batch.images, parity_source=plan.batch.source,
                                       precision="int8", calibration=calib.images.numpy(),
-                                      calibration_source=str(calib.path), int8_scope=scope)
+                                      calibration_source=str(calib.path), int8_scope=scope,
+                                      progress=plan.request.progress)
             except RuntimeUnavailable as exc:  # the quantizer is an extra of its own (NNCF): the rest still ships
                 plan.skipped.append({"what": f"{backend.name} {key}", "reason": str(exc)})
                 return

@@ -6,7 +6,12 @@ import argparse
 import sys
 
 from ..cli_args import (
+    add_batch_arg,
+    add_calibration_arg,
+    add_checkpoint_arg,
     add_deprecated_alias,
+    add_eval_images_arg,
+    add_max_drop_arg,
     add_threads_arg,
     apply_threads,
     comma_list,
@@ -28,33 +33,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="registry name (default: the checkpoint's, else rexnet_tiny_cifar)")
     p.add_argument("--width", type=float, help="width multiplier (default: the checkpoint's, else 0.5 for "
                                                "rexnet_tiny_cifar)")
-    p.add_argument("--checkpoint", help="trained or pruned checkpoint; without it random weights are exported "
-                                        "(marked untrained, INT8 skipped)")
+    add_checkpoint_arg(p, "trained or pruned checkpoint (default: none: random weights of --model, "
+                          "rexnet_tiny_cifar width 0.5 unless given, for speed studies; marked untrained, INT8 "
+                          "skipped, and said when the export ends)")
     p.add_argument("--precision", default="fp32,fp16,int8",
                    help="comma-separated subset of fp32,fp16,int8 (default: all; fp32 is always written), or auto: "
                         "all, then every file (and FP32 in BF16 where the CPU has it) timed at --batch "
                         "here, and the fastest within --max-drop top-1 points of FP32 recorded as recommended")
-    p.add_argument("--batch", type=positive_int, default=64,
-                   help="the batch you will run at: what --precision auto times each candidate at (default 64)")
+    add_batch_arg(p, "what --precision auto times each candidate at", 64)
     add_deprecated_alias(p, "--deploy-batch", "--batch", "batch", type=positive_int)
-    p.add_argument("--max-drop", type=float, default=0.5,
-                   help="top-1 points any file may lose against FP32: INT8 keeps its most sensitive layers in float "
-                        "until it holds, and --precision auto picks only within it (default 0.5)")
+    add_max_drop_arg(p, "INT8 keeps its most sensitive layers in float until it holds, and --precision auto picks "
+                        "only within it")
     add_deprecated_alias(p, "--budget", "--max-drop", "max_drop", type=float)
     add_deprecated_alias(p, "--int8-max-drop", "--max-drop", "max_drop", type=float)
     p.add_argument("--out", help="bundle folder (default: export/<model>-<width>/); replaced whole, atomically")
     p.add_argument("--dataset", help="test images for parity/accuracy and calibration (default: the checkpoint's, "
                                      "else fashion_mnist for 32×32 models)")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--calibration", help="calibration set for INT8 (default: calib/<dataset>-512-s0.pt, built if "
-                                         "missing)")
+    p.add_argument("--data-dir", help="folder holding the dataset files (default: the one the checkpoint records)")
+    add_calibration_arg(p, "what INT8 calibrates on (default: calib/<dataset>-512-s0.pt under the current folder, "
+                           "drawn if missing; its path is printed)")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     p.add_argument("--engines", default="auto",
                    help=f"engines to build: auto (all this machine can), none, or a list of "
                         f"{','.join(b.name for b in builders())} (default auto)")
     p.add_argument("--parity-images", type=int, default=128, help="test images the parity checks use (default 128)")
-    p.add_argument("--eval-images", type=int, default=2000,
-                   help="test images each file's top-1 is measured on (0: skip; default 2000)")
+    add_eval_images_arg(p, 2000, zero_skips=True)
     p.add_argument("--embed-preprocess", action="store_true",
                    help="also write <model>.fp32.uint8.onnx: takes uint8 NHWC pixels at the model's size and scales "
                         "and normalises inside its graph (resize/crop/pad stay on the host); OpenVINO runs the same "

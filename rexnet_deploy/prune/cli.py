@@ -6,7 +6,15 @@ import argparse
 import datetime
 import sys
 
-from ..cli_args import add_threads_arg, apply_threads, resolve_threads, show_progress
+from ..cli_args import (
+    add_checkpoint_arg,
+    add_device_arg,
+    add_eval_images_arg,
+    add_threads_arg,
+    apply_threads,
+    resolve_threads,
+    show_progress,
+)
 from ..errors import UserError
 
 
@@ -20,20 +28,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "optionally distilled from the unpruned model (--kd-weight).")
     # the positional spelling is the old one: kept hidden for a release, with a note (--checkpoint everywhere)
     p.add_argument("checkpoint", nargs="?", help=argparse.SUPPRESS)
-    p.add_argument("--checkpoint", dest="checkpoint_flag", metavar="PATH",
-                   help="trained checkpoint (rexnet-deploy train's best.pt, timm or official weights; required)")
-    target = p.add_argument_group("target (exactly one)")
-    target.add_argument("--width", type=float, help="prune to the family's channel plan at this width")
-    target.add_argument("--macs", type=float, metavar="R", help="keep at most R (0<R<1) of the source's MACs")
-    target.add_argument("--params", type=float, metavar="R", help="keep at most R (0<R<1) of the source's params")
+    add_checkpoint_arg(p, "trained checkpoint (rexnet-deploy train's best.pt, timm or official weights; required)",
+                       dest="checkpoint_flag")
+    target = p.add_argument_group("target (exactly one is required)")
+    target.add_argument("--width", type=float, help="prune to the family's channel plan at this width (required: "
+                                                    "this, --macs or --params)")
+    target.add_argument("--macs", type=float, metavar="R", help="keep at most R (0<R<1) of the source's MACs "
+                                                                "(required: this, --width or --params)")
+    target.add_argument("--params", type=float, metavar="R", help="keep at most R (0<R<1) of the source's params "
+                                                                  "(required: this, --width or --macs)")
     p.add_argument("--importance", default="l2", help="l1, l2 (magnitude), bn_scale or taylor (default l2)")
     p.add_argument("--steps", type=int, default=1, help="iterative pruning steps, channels re-ranked each (default 1)")
     p.add_argument("--model", help="registry name: checked against the checkpoint's family; needed for files "
-                                   "without metadata (timm/official)")
-    p.add_argument("--source-width", type=float, help="width of a metadata-less checkpoint of an any-width family")
+                                   "without metadata (timm/official; default: what the checkpoint records)")
+    p.add_argument("--source-width", type=float, help="width of a metadata-less checkpoint of an any-width family "
+                                                      "(default: what the checkpoint records)")
     p.add_argument("--dataset", help="evaluation/fine-tuning dataset (default: the checkpoint's)")
-    p.add_argument("--data-dir", help="dataset folder")
-    p.add_argument("--eval-images", type=int, help="evaluate top-1 on this many test images (default all)")
+    p.add_argument("--data-dir", help="dataset folder (default: the one the checkpoint records)")
+    add_eval_images_arg(p)
     ft = p.add_argument_group("fine-tuning")
     ft.add_argument("--recipe", help="training recipe (default: the one the checkpoint was trained with)")
     ft.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the recipe's; 0 = no fine-tuning)")
@@ -43,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--kd-weight", type=float, default=0.0,
                     help="weight of distillation from the unpruned model, 0..1 (default 0: none)")
     ft.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature (default 4)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_device_arg(p, "cuda when available, else cpu")
     add_threads_arg(p)
     p.add_argument("--out", help="output folder: pruned.pt, finetuned.pt, plan.json, report (default "
                                  "runs/prune-<time>/)")

@@ -6,9 +6,15 @@ import argparse
 from pathlib import Path
 
 from ..cli_args import (
+    add_calibration_arg,
+    add_calibration_images_arg,
+    add_checkpoint_arg,
     add_deprecated_alias,
+    add_eval_images_arg,
+    add_max_drop_arg,
     add_threads_arg,
     apply_threads,
+    positive_int,
     resolve_threads,
     show_progress,
 )
@@ -20,14 +26,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Draw a calibration set from a dataset's training split, stratified by class and "
                                    "seeded, preprocessed as the model's evaluation. With --checkpoint the dataset, "
                                    "its folder and the preprocessing are the checkpoint's.")
-    p.add_argument("--checkpoint", help="draw from the data this checkpoint was trained on, preprocessed as it was")
+    add_checkpoint_arg(p, "draw from the data this checkpoint was trained on, preprocessed as it was (default: none; "
+                          "--dataset's data at its own preprocessing)")
     p.add_argument("--dataset", help="fashion_mnist, cifar10, cifar100 or imagefolder (default: the checkpoint's, "
                                      "else fashion_mnist)")
-    p.add_argument("--calibration-images", type=int, default=512, help="images in the set (default 512)")
-    add_deprecated_alias(p, "--num-images", "--calibration-images", "calibration_images", type=int)
+    add_calibration_images_arg(p, 512)
+    add_deprecated_alias(p, "--num-images", "--calibration-images", "calibration_images", type=positive_int)
     p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
-    p.add_argument("--out", type=Path, help="tensor file to write (default calib/<dataset>-<N>-s<seed>.pt)")
-    p.add_argument("--data-dir", type=Path, help="folder holding the dataset files (ImageFolder: train/ and val/)")
+    p.add_argument("--out", type=Path, help="tensor file to write (default calib/<dataset>-<N>-s<seed>.pt under the "
+                                            "current folder; the path is printed)")
+    p.add_argument("--data-dir", type=Path, help="folder holding the dataset files (ImageFolder: train/ and val/; "
+                                                 "default: the one the checkpoint records, else the dataset's "
+                                                 "own default place)")
     p.add_argument("--input-size", type=int, help="ImageFolder: the model's input size (default: the checkpoint's, "
                                                   "else 224)")
     add_threads_arg(p)
@@ -36,21 +46,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quantize", help="INT8 (Q/DQ, per target) or FP16 ONNX from an exported FP32 ONNX")
     p.add_argument("onnx", type=Path, help="FP32 ONNX model from `rexnet-deploy export`")
     p.add_argument("--precision", choices=("int8", "fp16"), default="int8", help="what to write (default int8)")
-    p.add_argument("--calibration", type=Path, help="calibration set from `rexnet-deploy calib` (int8; required)")
+    add_calibration_arg(p, "what INT8 calibrates on (required for int8; no default)", type=Path)
     add_deprecated_alias(p, "--calib", "--calibration", "calibration", type=Path)
     p.add_argument("--method", choices=METHODS, default="minmax",
                    help="activation range calibration (int8; default minmax)")
     p.add_argument("--target", choices=target_names(), default="ort-cpu",
                    help="Q/DQ layout: ort-cpu = uint8 activations, tensorrt = symmetric int8 only (int8; default "
                         "ort-cpu)")
-    p.add_argument("--max-drop", type=float, default=0.5,
-                   help="top-1 points INT8 may lose against FP32 before sensitive units stay float (default 0.5)")
+    add_max_drop_arg(p, "INT8 keeps its most sensitive units in float until it holds")
     p.add_argument("--max-float-units", type=int, default=16,
                    help="most units the fallback keeps in float (default 16)")
-    p.add_argument("--eval-images", type=int, help="measure top-1 on the first N validation images (default all)")
+    add_eval_images_arg(p)
     p.add_argument("--no-eval", action="store_true", help="skip the accuracy measurement (and so the fallback)")
     p.add_argument("--dataset", help="validation dataset (default: the calibration set's, or the model's metadata)")
-    p.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
+    p.add_argument("--data-dir", type=Path, help="folder holding the dataset files (default: the one the calibration "
+                                                 "set or the model records)")
     p.add_argument("--out", type=Path, help="output ONNX (default beside the input: <name>-int8-<target>-<method>"
                                             ".onnx or <name>-fp16.onnx)")
     add_threads_arg(p)

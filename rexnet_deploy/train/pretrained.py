@@ -58,6 +58,7 @@ def start_from(path: str | Path, recipe: Recipe, classes: tuple[str, ...]) -> tu
     model.load_state_dict({**model.state_dict(), **weights})
     record = {"checkpoint": str(path), "sha256": sha256_file(path), "layout": layout,
               "model_name": source.model_name, "width": source.width, "head": "kept" if keep else "replaced",
-              "source_num_classes": source.num_classes, "source_classes": list(source_classes or ()) or None,
+              "source_num_classes": source.num_classes,
+              "source_classes": list(source_classes) if source_classes else None,
               "num_classes": len(classes)}
     return model, {"pretrained": record}
