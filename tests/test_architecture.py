@@ -184,3 +184,30 @@ def test_backend_names_live_in_the_table_and_their_modules():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert not offenders, offenders
+
+
+
+def runtime_imports(imports: dict[str, set[str]], runtime_modules: set[str]) -> list[str]:
+    """Every import of a runtime module (one a table row names) by another module: ``imports`` maps a module to
+    the project modules it imports."""
+    return [f"{module} imports {other}" for module, found in sorted(imports.items())
+            for other in sorted((found & runtime_modules) - {module})]
+
+
+def test_the_runtime_import_check_catches_a_sibling_import():
+    runtime = {"b.one", "b.two"}
+    assert runtime_imports({"b.one": {"b.two", "b.base"}, "b.two": {"b.common"}}, runtime) == ["b.one imports b.two"]
+
+
+def test_runtime_modules_import_base_and_common_never_each_other():
+    """What two runtimes share lives in ``backends/common.py`` (chunking, caches, batch defaults, ONNX Runtime's
+    CPU Q/DQ layout), so each module of ``backends/`` stands alone; only the table (``__init__``) and what reads any
+    artifact through it (``record``) reach every runtime."""
+    from rexnet_deploy.backends import BACKENDS
+
+    runtime = {b.module for b in BACKENDS.values()}
+    assert {"rexnet_deploy.backends.tensorrt", "rexnet_deploy.backends.onnxruntime"} <= runtime
+    imports = {_module_name(path): _imports(path) for path in (PACKAGE / "backends").glob("*.py")
+               if path.name not in ("__init__.py", "record.py")}
+    assert "rexnet_deploy.backends.common" in imports
+    assert not runtime_imports(imports, runtime)

@@ -15,6 +15,7 @@ from conftest import randomize_bn, run_cli
 
 from rexnet_deploy.artifacts import read_manifest, sha256_file, write_manifest
 from rexnet_deploy.backends import RuntimeUnavailable, get_backend, open_runner
+from rexnet_deploy.backends.common import gpu_slug, plan_chunks, run_chunked
 from rexnet_deploy.backends.openvino import OpenVinoRunner
 from rexnet_deploy.backends.tensorrt import (
     _strongly_typed_flags,
@@ -25,12 +26,9 @@ from rexnet_deploy.backends.tensorrt import (
     engine_manifest_fields,
     engine_mismatch,
     execution_context,
-    gpu_slug,
     input_profile,
-    plan_chunks,
     profile_batch_bounds,
     profile_shapes,
-    run_chunked,
     set_input_shape,
     tensorrt_precision,
     unavailable_reason,

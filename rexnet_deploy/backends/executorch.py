@@ -41,7 +41,7 @@ import numpy as np
 from ..artifacts import atomic_path, read_manifest_if_any
 from ..errors import RuntimeUnavailable, UserError, first_line, require_file
 from .base import Runner
-from .tensorrt import run_chunked
+from .common import run_chunked
 
 BUILD_OPTIONS = ("max_batch", "static_batch")
 PRECISIONS = ("fp32", "int8")

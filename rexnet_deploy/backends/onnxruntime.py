@@ -27,8 +27,8 @@ from ..artifacts import sha256_file
 from ..errors import RuntimeUnavailable, UserError, first_line, require_file
 from ..hardware import physical_cores
 from ..onnx_io import onnx_precision
-from .base import Runner, TargetLayout
-from .tensorrt import DEFAULT_BATCHES, cache_key, cache_root
+from .base import Runner
+from .common import DEFAULT_BATCHES, ORT_CPU_LAYOUT, cache_key, cache_root
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -42,10 +42,8 @@ PROVIDERS = {
 #: ``onnxruntime_perf_test`` runs by default
 RUNNER_MODES: dict[str, str | None] = {"defaults": None}
 
-INT8_LAYOUT = TargetLayout(
-    "ort-cpu", "uint8", False, True,
-    "ONNX Runtime's x86 (VNNI) kernels run uint8 activations × int8 weights fast; int8 activations "
-    "ran 2.9× slower than FP32 on this CPU")
+#: uint8 activations × int8 weights, what its x86 kernels run fast
+INT8_LAYOUT = ORT_CPU_LAYOUT
 
 
 def linked_tensorrt_major(library: bytes) -> int | None:

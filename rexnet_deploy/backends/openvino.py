@@ -34,13 +34,12 @@ from ..errors import RuntimeUnavailable, UserError, first_line, require_file
 from ..hardware import has_native_bf16
 from ..onnx_io import onnx_precision
 from .base import Runner
-from .onnxruntime import INT8_LAYOUT  # noqa: F401  (OpenVINO runs ONNX Runtime's CPU Q/DQ layout)
+from .common import ORT_CPU_LAYOUT
 
 BUILD_OPTIONS: tuple[str, ...] = ("precision", "calibration", "calibration_source", "subset_size",
                                   "fast_bias_correction", "validation", "max_drop", "deploy_batch", "int8_scope")
-#: this backend quantizes INT8 itself, from the FP32 ONNX and calibration images (``build(precision="int8")``),
-#: rather than taking a Q/DQ file: a bundle builds its INT8 engine that way (it still runs Q/DQ files as they are)
-NATIVE_INT8 = "nncf"
+#: the Q/DQ files it runs as they are (OpenVINO reads the pairs as FakeQuantize): ONNX Runtime's CPU layout
+INT8_LAYOUT = ORT_CPU_LAYOUT
 #: what a bench row may ask for with ``mode:``, and the precision each mode computes in (None: the file's)
 RUNNER_MODES: dict[str, str | None] = {"bf16": "bf16", "defaults": None}
 #: the modes that also apply to its own INT8 (NNCF) files: the INT8 kernels stay INT8 and what NNCF left in

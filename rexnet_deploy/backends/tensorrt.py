@@ -17,8 +17,6 @@ CPU with stand-ins. Runner buffers are torch CUDA tensors, so no pycuda/cuda-pyt
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,9 +29,9 @@ from ..artifacts import atomic_path, read_manifest, sha256_file
 from ..errors import RuntimeUnavailable, UserError, first_line, require_file
 from ..onnx_io import onnx_precision, qdq_layout
 from .base import Runner, TargetLayout
+from .common import DEFAULT_BATCHES, cache_key, cache_root, run_chunked
 
 DEFAULT_WORKSPACE_MIB = 1024
-DEFAULT_BATCHES = (1, 64, 256)  # min, opt, max of the one optimization profile (opt clamped into min…max)
 BUILD_OPTIONS = ("min_batch", "opt_batch", "max_batch", "workspace_mib", "timing_cache", "tf32")
 
 INT8_LAYOUT = TargetLayout(
@@ -168,26 +166,6 @@ def engine_mismatch(manifest: dict[str, Any], facts: dict[str, str]) -> str | No
             manifest["tensorrt_version"] != facts["tensorrt_version"]:
         return f"{name} was built on {built}, this is {here}: rebuild on this GPU with rexnet-deploy build"
     return None
-
-
-def cache_root() -> Path:
-    """Where rexnet-deploy keeps its caches: ``$XDG_CACHE_HOME/rexnet-deploy`` (default ``~/.cache``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rexnet-deploy"
-
-
-def gpu_slug(name: str) -> str:
-    """A GPU name as a file-name part: ``NVIDIA H100 80GB HBM3`` → ``nvidia-h100-80gb-hbm3``."""
-    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.") or "gpu"
-
-
-def cache_key(facts: dict[str, str]) -> str:
-    """TensorRT version, compute capability and GPU model: what a timing cache is valid for.
-
-    The GPU name is part of it because GPUs of one capability (H100 PCIe/SXM, H200: all sm_90) refuse
-    each other's caches, and with a shared key each build would overwrite the other GPU's file.
-    """
-    cc = facts["compute_capability"].replace(".", "")
-    return f"tensorrt-{facts['tensorrt_version']}-sm{cc}-{gpu_slug(facts['gpu_name'])}"
 
 
 def default_timing_cache(facts: dict[str, str]) -> Path:
@@ -355,39 +333,6 @@ def profile_batch_bounds(engine_profile: Sequence[Sequence[int]] | None,
         if 1 <= low <= high:
             return low, high
     return 1, None
-
-
-def plan_chunks(n: int, min_batch: int, max_batch: int | None) -> list[tuple[int, int, int]]:
-    """How a batch of ``n`` runs on a profile of ``min_batch``…``max_batch``: ``(start, stop, pad)`` per enqueue.
-
-    Chunks of at most ``max_batch`` images; a chunk smaller than ``min_batch`` is padded with ``pad``
-    images whose outputs are dropped. Callers (parity's 128 images, evaluation's 256) need not know
-    the profile an engine was built with.
-    """
-    if n < 1:
-        raise UserError("an empty batch: pass at least one image")
-    step = max_batch or n
-    return [(start, min(start + step, n), max(0, min_batch - (min(start + step, n) - start)))
-            for start in range(0, n, step)]
-
-
-def run_chunked(x: Any, min_batch: int, max_batch: int | None, enqueue: Any) -> Any:
-    """``enqueue`` over the chunks :func:`plan_chunks` makes of tensor ``x``; padding's outputs dropped, rest joined.
-
-    Padding is zeros: the network is in inference mode, so each image's logits depend on that image only.
-    """
-    import torch
-
-    plan = plan_chunks(x.shape[0], min_batch, max_batch)
-    if len(plan) == 1 and not plan[0][2]:
-        return enqueue(x)
-    parts = []
-    for start, stop, pad in plan:
-        part = x[start:stop]
-        if pad:
-            part = torch.cat([part, part.new_zeros((pad, *part.shape[1:]))])
-        parts.append(enqueue(part)[:stop - start])
-    return torch.cat(parts)
 
 
 def execution_context(engine: Any, path: Path, max_batch: int | None) -> Any:
