@@ -12,7 +12,7 @@ import yaml
 from conftest import randomize_bn
 
 from rexnet_deploy.artifacts import read_manifest, write_manifest
-from rexnet_deploy.backends import BACKENDS, Backend, backend_for, get_backend, open_runner
+from rexnet_deploy.backends import BACKENDS, Backend, BuildOption, backend_for, get_backend, open_runner
 from rexnet_deploy.bench import load_suite, run_bench
 from rexnet_deploy.bundle import build_engine
 from rexnet_deploy.data.datasets import FASHION_MNIST_PREPROCESS
@@ -26,10 +26,11 @@ FAKE_MODULE = '''
 from pathlib import Path
 import shutil
 
+from rexnet_deploy.backends import BuildOption
 from rexnet_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from rexnet_deploy.onnx_io import onnx_precision
 
-BUILD_OPTIONS = ("copies",)
+BUILD_OPTIONS = (BuildOption("copies", "times the fake build copies the file", 1, int),)
 
 
 def unavailable_reason(device):
@@ -117,7 +118,8 @@ def test_every_table_row_has_a_module_that_provides_the_interface():
         for name in ("unavailable_reason", "open_runner", "side_files"):
             assert callable(getattr(module, name, None)), (backend.name, name)
         if backend.builds_from_onnx:
-            assert callable(getattr(module, "build", None)) and isinstance(module.BUILD_OPTIONS, tuple)
+            assert callable(getattr(module, "build", None))
+        assert all(isinstance(option, BuildOption) for option in backend.build_options()), backend.name
         if backend.int8_layout:
             assert module.INT8_LAYOUT.name == backend.int8_layout
         assert backend.device_for(backend.devices[0]) == backend.devices[0]

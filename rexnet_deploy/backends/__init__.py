@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RuntimeUnavailable, UserError
-from .base import ROLES, Backend, Runner, TargetLayout
+from .base import ROLES, Backend, BuildOption, Runner, TargetLayout
 from .evaluate import evaluate, topk_correct
 from .record import ArtifactRecord, read_artifact
 
@@ -101,6 +101,6 @@ def artifact_size_bytes(path: str | Path) -> int | None:
     return path.stat().st_size + sum(p.stat().st_size for p in extra if p.is_file())
 
 
-__all__ = ["BACKENDS", "ROLES", "ArtifactRecord", "Backend", "Runner", "RuntimeUnavailable", "TargetLayout",
-           "artifact_size_bytes", "backend_for", "builders", "evaluate", "get_backend", "int8_layouts", "open_runner",
-           "read_artifact", "side_files", "topk_correct"]
+__all__ = ["BACKENDS", "ROLES", "ArtifactRecord", "Backend", "BuildOption", "Runner", "RuntimeUnavailable",
+           "TargetLayout", "artifact_size_bytes", "backend_for", "builders", "evaluate", "get_backend", "int8_layouts",
+           "open_runner", "read_artifact", "side_files", "topk_correct"]

@@ -11,6 +11,9 @@ one runtime knows. It defines:
 - ``build_from_model(model, out_path, *, input_size, precision, calibration, **options) -> dict`` and
   ``BUILD_OPTIONS`` where it builds from the torch model instead (row ``builds_from="checkpoint"``, e.g.
   ExecuTorch); ``calibration`` is the calibration set's images for INT8, loaded by the caller;
+- ``BUILD_OPTIONS``: a tuple of :class:`BuildOption`, every keyword its build takes beyond the paths.
+  ``rexnet-deploy build`` makes each flag option of a backend that builds from ONNX a flag and passes it
+  when given; a code option (``cli=False``: calibration arrays) is passed by the calling code only;
 - ``INT8_LAYOUT``: the Q/DQ layout its INT8 files take, where it runs Q/DQ ONNX files.
 
 Heavy libraries are imported inside those functions, so reading the table costs nothing.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -67,6 +71,33 @@ class TargetLayout:
 
 
 @dataclass(frozen=True)
+class BuildOption:
+    """One keyword a backend's build takes, declared once in its module's ``BUILD_OPTIONS``.
+
+    A flag option (``cli`` True) is what ``rexnet-deploy build`` offers as ``--<name with dashes>``: the command
+    makes the flag from this spec and passes the value only when the flag is given. A code option (``cli``
+    False) is a value only a caller has (calibration images, a validation set): no flag, passed by code.
+    """
+
+    name: str  # the build's keyword
+    help: str  # what it does, without the default (the flag's help adds it)
+    default: Any = None  # what the build does without it, as a user reads it ("1", "off")
+    type: Callable[[str], Any] | None = None  # how a flag's text is parsed; bool: a switch (given: True)
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    cli: bool = True
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def flag_help(self) -> str:
+        """The flag's help: what it does and what happens without it."""
+        return f"{self.help} (default: {self.default})"
+
+
+@dataclass(frozen=True)
 class Backend:
     """One row of the backend table (like Ultralytics' ``export_formats()``)."""
 
@@ -101,6 +132,10 @@ class Backend:
 
     def impl(self) -> ModuleType:
         return importlib.import_module(self.module)
+
+    def build_options(self) -> tuple[BuildOption, ...]:
+        """What its build takes beyond the paths (its module's ``BUILD_OPTIONS``; none for a runner only)."""
+        return tuple(getattr(self.impl(), "BUILD_OPTIONS", ()))
 
     def runner_modes(self) -> dict[str, str | None]:
         """Its runner's modes (``RUNNER_MODES``): mode → the precision it computes in, None for settings only."""

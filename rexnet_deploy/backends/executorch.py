@@ -40,10 +40,9 @@ import numpy as np
 
 from ..artifacts import atomic_path, read_manifest_if_any
 from ..errors import RuntimeUnavailable, UserError, first_line, require_file
-from .base import Runner
+from .base import BuildOption, Runner
 from .common import run_chunked
 
-BUILD_OPTIONS = ("max_batch", "static_batch")
 PRECISIONS = ("fp32", "int8")
 #: the largest batch a dynamic 32×32 program takes: evaluation's batch and the largest bench batch
 DEFAULT_MAX_BATCH = 256
@@ -54,6 +53,14 @@ MAX_PLANNED_PIXELS = DEFAULT_MAX_BATCH * 32 * 32
 #: the batch a program takes when its batch cannot be dynamic (the bench's headline batch)
 DEFAULT_STATIC_BATCH = 64
 CALIBRATION_BATCH = 64
+#: what build_from_model takes beyond the model, its precision and calibration: code options (the bundle builds
+#: ExecuTorch programs from the torch model; no command offers a flag for them)
+BUILD_OPTIONS = (
+    BuildOption("max_batch", "largest batch of a dynamic-batch program",
+                f"{DEFAULT_MAX_BATCH} at 32×32, fewer for larger images", cli=False),
+    BuildOption("static_batch", "the batch of a program whose batch could not stay dynamic",
+                f"{DEFAULT_STATIC_BATCH}, or max_batch when smaller", cli=False),
+)
 DELEGATE = "XnnpackBackend"  # the name ExecuTorch's runtime registers XNNPACK under
 METHOD = "forward"
 _FLOAT32 = 6  # ExecuTorch's ScalarType::Float, what TensorInfo.dtype() returns for a float32 tensor

@@ -32,12 +32,9 @@ import numpy as np
 from ..artifacts import read_manifest_if_any, sha256_file
 from ..errors import RuntimeUnavailable, UserError, first_line, require_file
 from ..hardware import has_native_bf16
-from ..onnx_io import onnx_precision
-from .base import Runner
+from .base import BuildOption, Runner
 from .common import ORT_CPU_LAYOUT
 
-BUILD_OPTIONS: tuple[str, ...] = ("precision", "calibration", "calibration_source", "subset_size",
-                                  "fast_bias_correction", "validation", "max_drop", "deploy_batch", "int8_scope")
 #: the Q/DQ files it runs as they are (OpenVINO reads the pairs as FakeQuantize): ONNX Runtime's CPU layout
 INT8_LAYOUT = ORT_CPU_LAYOUT
 #: what a bench row may ask for with ``mode:``, and the precision each mode computes in (None: the file's)
@@ -56,6 +53,23 @@ INT8_SCOPES: dict[str, str] = {
     "pointwise": "the 1×1 convolutions (the SE's two included) and the classifier only; depthwise convolutions, "
                  "the SE pooling and gate, activations left in float",
 }
+BUILD_OPTIONS = (
+    BuildOption("precision", "OpenVINO: quantize the FP32 ONNX itself (NNCF, preset MIXED, SE gates kept in float) "
+                             "instead of converting the file as it is; needs --calibration",
+                "the ONNX file's own precision", str, choices=("int8",)),
+    BuildOption("int8_scope", "OpenVINO --precision int8: what NNCF quantizes: all (every convolution) or pointwise "
+                              "(the 1×1 convolutions only; depthwise, SE pooling/gates and activations left in float); "
+                              "recorded in the manifest", next(iter(INT8_SCOPES)), str, choices=tuple(INT8_SCOPES)),
+    # what only code has: the calibration set's images (the build command loads them from --calibration), NNCF's knobs
+    BuildOption("calibration", "float32 NCHW calibration images for precision int8", cli=False),
+    BuildOption("calibration_source", "the calibration set file, named in the manifest", cli=False),
+    BuildOption("subset_size", "calibration images NNCF uses", 300, cli=False),
+    BuildOption("fast_bias_correction", "NNCF's fast bias correction instead of the full one", False, cli=False),
+    BuildOption("validation", "(images, labels): quantize with NNCF's accuracy control when plain INT8 loses more "
+                              "than max_drop", cli=False),
+    BuildOption("max_drop", "top-1 points plain INT8 may lose before accuracy control", 0.5, cli=False),
+    BuildOption("deploy_batch", "the batch the compile cache is warmed for", 1, cli=False),
+)
 #: what the ``pointwise`` scope leaves out, by OpenVINO op type (SiLU is Swish after ov.convert_model)
 POINTWISE_IGNORED_TYPES = ("GroupConvolution", "Multiply", "Sigmoid", "Swish", "ReduceMean")
 #: batches from this size on get the throughput hint (streams, several requests in flight); batch 1 the latency
@@ -260,6 +274,8 @@ def build(onnx_path: str | Path, out_path: str | Path, *, precision: str | None 
     ``deploy_batch``: the batch the cache is warmed for (default 1). Returns the manifest fields; the caller
     writes the manifest and checks parity.
     """
+    from ..onnx_io import onnx_precision  # here: `build --help` reads BUILD_OPTIONS without loading onnx
+
     ov = _openvino()
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if deploy_batch is not None and int(deploy_batch) < 1:

@@ -23,16 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from ..artifacts import atomic_path, read_manifest, sha256_file
 from ..errors import RuntimeUnavailable, UserError, first_line, require_file
-from ..onnx_io import onnx_precision, qdq_layout
-from .base import Runner, TargetLayout
+from .base import BuildOption, Runner, TargetLayout
 from .common import DEFAULT_BATCHES, cache_key, cache_root, run_chunked
 
 DEFAULT_WORKSPACE_MIB = 1024
-BUILD_OPTIONS = ("min_batch", "opt_batch", "max_batch", "workspace_mib", "timing_cache", "tf32")
+BUILD_OPTIONS = (
+    BuildOption("min_batch", "TensorRT profile: smallest batch", DEFAULT_BATCHES[0], int),
+    BuildOption("opt_batch", "TensorRT profile: batch tuned for", f"{DEFAULT_BATCHES[1]}, within min…max", int),
+    BuildOption("max_batch", "TensorRT profile: largest batch", DEFAULT_BATCHES[2], int),
+    BuildOption("workspace_mib", "TensorRT workspace memory-pool limit", DEFAULT_WORKSPACE_MIB, int),
+    BuildOption("timing_cache", "TensorRT timing cache file, read and updated",
+                "one per TensorRT version and GPU under ~/.cache/rexnet-deploy/", str),
+    BuildOption("tf32", "TensorRT: let float32 layers use TF32 (faster on Ampere and newer, ~1e-3 relative error; "
+                        "checked against a TF32 parity limit and recorded)", "off, so an FP32 engine computes in FP32",
+                bool),
+)
 
 INT8_LAYOUT = TargetLayout(
     "tensorrt", "int8", True, False,
@@ -108,6 +116,10 @@ def tensorrt_precision(onnx_path: str | Path) -> str:
     TensorRT's explicit quantization needs symmetric signed INT8 Q/DQ (zero point 0, int8). The
     ONNX Runtime CPU layout (uint8 activations with zero points) is refused with the fix.
     """
+    import onnx  # here, not at the top: `build --help` reads this module's BUILD_OPTIONS and must stay light
+
+    from ..onnx_io import onnx_precision, qdq_layout
+
     precision = onnx_precision(onnx_path)
     if precision != "int8":
         return precision

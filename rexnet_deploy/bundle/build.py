@@ -56,10 +56,11 @@ def _check_request(onnx_path: Path, out_path: Path, backend, options: dict[str, 
         raise UserError(f"{onnx_path} is not an ONNX file: pass one written by rexnet-deploy export")
     if out_path.suffix not in backend.suffixes:
         raise UserError(f"{out_path}: a {backend.name} engine is written as *{backend.suffixes[0]}; rename --out")
-    unknown = [k for k in options if k not in getattr(backend.impl(), "BUILD_OPTIONS", ())]
+    taken = {option.name for option in backend.build_options()}
+    unknown = [k for k in options if k not in taken]
     if unknown:
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        takers = [b.name for b in builders() if unknown[0] in getattr(b.impl(), "BUILD_OPTIONS", ())]
+        takers = [b.name for b in builders() if unknown[0] in {option.name for option in b.build_options()}]
         raise UserError(f"{flags} apply to {' and '.join(takers) or 'no'} builds only, not {backend.name}: drop them")
     reason = backend.unavailable_reason()
     if reason:  # fail in one line before touching the output folder
@@ -87,7 +88,8 @@ def build_engine(onnx_path: str | Path, out_path: str | Path | None, backend: st
     place, and a failed comparison raises :class:`CheckFailed` (INT8 of random weights: recorded, not required,
     :func:`judge_parity`). The engine, its side files and its
     manifest are staged in a temporary folder beside ``out_path`` and moved in manifest-last.
-    ``options``: the backend's ``BUILD_OPTIONS`` (TensorRT: batch profile, workspace, timing cache).
+    ``options``: keywords the backend's ``BUILD_OPTIONS`` name (TensorRT: batch profile, workspace, timing
+    cache); one it does not name is refused in one line.
     ``progress`` False keeps the progress bars a backend's own tool draws on stdout (NNCF's) out of the output.
     """
     spec = builder(backend)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from ..cli_args import add_calibration_arg, add_threads_arg, show_progress
+
+if TYPE_CHECKING:
+    from ..backends import BuildOption
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,24 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the runtime to build for (default: the first of these this machine can build, in table "
                         "order; a GPU one only where a GPU is)")
     p.add_argument("--out", help="engine path (default: beside the ONNX, named by the backend)")
-    p.add_argument("--min-batch", type=int, help="TensorRT profile: smallest batch (default 1)")
-    p.add_argument("--opt-batch", type=int, help="TensorRT profile: batch tuned for (default 64, within min…max)")
-    p.add_argument("--max-batch", type=int, help="TensorRT profile: largest batch (default 256)")
-    p.add_argument("--workspace-mib", type=int, help="TensorRT workspace memory-pool limit (default 1024)")
-    p.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated (default: one per TensorRT "
-                                          "version and GPU under ~/.cache/rexnet-deploy/)")
-    p.add_argument("--tf32", action="store_true", default=None,
-                   help="TensorRT: let float32 layers use TF32 (faster on Ampere and newer, ~1e-3 relative error; "
-                        "checked against a TF32 parity limit and recorded). Default off, so an FP32 engine computes "
-                        "in FP32")
-    p.add_argument("--precision", choices=["int8"],
-                   help="OpenVINO: quantize the FP32 ONNX itself (NNCF, preset MIXED, SE gates kept in float) instead "
-                        "of converting the file as it is; needs --calibration (default: the ONNX file's own "
-                        "precision)")
-    p.add_argument("--int8-scope", choices=["all", "pointwise"],
-                   help="OpenVINO --precision int8: what NNCF quantizes: all (every convolution, the default) or "
-                        "pointwise (the 1×1 convolutions only; depthwise, SE pooling/gates and activations left in "
-                        "float); recorded in the manifest")
+    _add_build_option_flags(p)
     p.add_argument("--untrained-int8", action="store_true",
                    help="allow --precision int8 of an ONNX exported from random weights (a speed-only study); the "
                         "engine's manifest says untrained")
@@ -52,6 +39,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                       "the folder the ONNX records)")
     add_threads_arg(p)
     p.set_defaults(func=run)
+
+
+def _flag_options() -> list[BuildOption]:
+    """The flag options of every backend that builds from ONNX, in table order; a name two backends share is one
+    flag (each backend that takes it reads it)."""
+    from ..backends import builders
+
+    found: dict[str, BuildOption] = {}
+    for backend in builders():
+        for option in backend.build_options():
+            if option.cli:
+                found.setdefault(option.name, option)
+    return list(found.values())
+
+
+def _add_build_option_flags(p: argparse.ArgumentParser) -> None:
+    """Each backend's flag options as flags, made from its module's specs: adding a backend adds its flags."""
+    for option in _flag_options():
+        if option.type is bool:  # a switch: None when not given, so it stays out of the options
+            p.add_argument(option.flag, action="store_true", default=None, help=option.flag_help)
+        else:
+            p.add_argument(option.flag, type=option.type, choices=option.choices, metavar=option.metavar,
+                           help=option.flag_help)
+
+
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The build options whose flags were given: an unset flag stays out, so a backend is refused only for
+    options it was actually given."""
+    return {option.name: getattr(args, option.name) for option in _flag_options()
+            if getattr(args, option.name) is not None}
 
 
 def _calibration(path: str, onnx_path: str) -> dict:
@@ -88,20 +105,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: no --backend given: building for {args.backend}, the first backend this machine can build",
               file=sys.stderr)
     spec = builder(args.backend)
-    # unset flags stay out, so a backend is refused only for options it was actually given
-    options = {k: getattr(args, k) for k in ("min_batch", "opt_batch", "max_batch", "workspace_mib", "timing_cache",
-                                             "tf32") if getattr(args, k) is not None}
+    options = _given_options(args)
     reason = spec.unavailable_reason()
     if reason:  # say what is missing before reading any data
         raise RuntimeUnavailable(reason)
     require_file(args.onnx, "ONNX file", "export one with `rexnet-deploy export`")
-    if args.precision:
-        options["precision"] = args.precision
-        if read_artifact(args.onnx, "onnx").untrained and not args.untrained_int8:
-            raise UserError(f"{args.onnx} holds random weights (exported without --checkpoint): INT8 of them means "
-                            f"nothing for accuracy; pass --untrained-int8 for a speed-only study")
-    if args.int8_scope:
-        options["int8_scope"] = args.int8_scope
+    # a backend's own INT8 (OpenVINO's --precision int8) of random weights only on request
+    if options.get("precision") == "int8" and read_artifact(args.onnx, "onnx").untrained and not args.untrained_int8:
+        raise UserError(f"{args.onnx} holds random weights (exported without --checkpoint): INT8 of them means "
+                        f"nothing for accuracy; pass --untrained-int8 for a speed-only study")
     if args.calibration:
         options.update(_calibration(args.calibration, args.onnx))
     batch = onnx_parity_batch(args.onnx, args.parity_images, args.data_dir)
