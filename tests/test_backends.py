@@ -12,7 +12,15 @@ import yaml
 from conftest import randomize_bn
 
 from rexnet_deploy.artifacts import read_manifest, write_manifest
-from rexnet_deploy.backends import BACKENDS, Backend, BuildOption, backend_for, get_backend, open_runner
+from rexnet_deploy.backends import (
+    BACKENDS,
+    Backend,
+    BuildOption,
+    backend_for,
+    build_result,
+    get_backend,
+    open_runner,
+)
 from rexnet_deploy.bench import load_suite, run_bench
 from rexnet_deploy.bundle import build_engine
 from rexnet_deploy.data.datasets import FASHION_MNIST_PREPROCESS
@@ -123,6 +131,15 @@ def test_every_table_row_has_a_module_that_provides_the_interface():
         if backend.int8_layout:
             assert module.INT8_LAYOUT.name == backend.int8_layout
         assert backend.device_for(backend.devices[0]) == backend.devices[0]
+
+
+def test_every_build_returns_the_fields_every_reader_expects():
+    fields = {"kind": "engine", "backend": "x", "precision": "fp32", "note": "one line"}
+    assert build_result("x", fields) is fields
+    with pytest.raises(TypeError, match="a build returns kind, backend, precision and optionally a note string"):
+        build_result("x", {"kind": "engine", "backend": "x"})
+    with pytest.raises(TypeError, match="optionally a note string"):
+        build_result("x", {**fields, "note": {"delegation": 1}})
 
 
 def test_first_line_and_require_file(tmp_path):

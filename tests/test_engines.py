@@ -134,6 +134,9 @@ def test_engine_manifest_records_what_the_engine_is_bound_to(bundle):
     assert fields["gpu_name"] == FACTS["gpu_name"] and fields["profile"] == shapes
     assert fields["precision"] == "fp16" and fields["strongly_typed"] is True and fields["workspace_mib"] == 512
     assert fields["tf32"] is False
+    # the one line `build` prints and the bundle table shows
+    assert fields["note"] == "built for NVIDIA H100 80GB HBM3 (compute 9.0) with TensorRT 10.13.3.9; profile batch " \
+                             f"{shapes['min'][0]}/{shapes['opt'][0]}/{shapes['max'][0]}; TF32 off"
     assert engine_manifest_fields(onnx_path, FACTS, shapes, "fp32", 512, None, tf32=True)["tf32"] is True
 
 

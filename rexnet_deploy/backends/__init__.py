@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RuntimeUnavailable, UserError
-from .base import ROLES, Backend, BuildOption, Runner, TargetLayout
+from .base import ROLES, Backend, BuildOption, Runner, TargetLayout, build_result
 from .evaluate import evaluate, topk_correct
 from .record import ArtifactRecord, read_artifact
 
@@ -103,4 +103,4 @@ def artifact_size_bytes(path: str | Path) -> int | None:
 
 __all__ = ["BACKENDS", "ROLES", "ArtifactRecord", "Backend", "BuildOption", "Runner", "RuntimeUnavailable",
            "TargetLayout", "artifact_size_bytes", "backend_for", "builders", "evaluate", "get_backend", "int8_layouts",
-           "open_runner", "read_artifact", "side_files", "topk_correct"]
+           "open_runner", "read_artifact", "side_files", "build_result", "topk_correct"]

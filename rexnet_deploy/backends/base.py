@@ -11,6 +11,9 @@ one runtime knows. It defines:
 - ``build_from_model(model, out_path, *, input_size, precision, calibration, **options) -> dict`` and
   ``BUILD_OPTIONS`` where it builds from the torch model instead (row ``builds_from="checkpoint"``, e.g.
   ExecuTorch); ``calibration`` is the calibration set's images for INT8, loaded by the caller;
+- what either build returns: the artifact's manifest fields, always with :data:`BUILD_FIELDS` and, where the
+  backend has something to say about the file (TensorRT's GPU and profile, ExecuTorch's delegation), ``note``:
+  one line the ``build`` command prints and the bundle table shows (:func:`build_result` checks the shape);
 - ``BUILD_OPTIONS``: a tuple of :class:`BuildOption`, every keyword its build takes beyond the paths.
   ``rexnet-deploy build`` makes each flag option of a backend that builds from ONNX a flag and passes it
   when given; a code option (``cli=False``: calibration arrays) is passed by the calling code only;
@@ -42,6 +45,19 @@ BUILD_SOURCES = ("onnx", "checkpoint")
 LAYER_KINDS = ("depthwise conv", "1×1 conv", "k×k conv (stem)", "activations (SiLU, sigmoid, ReLU6)",
                "pooling (SE, head)", "pad + add (partial residual)", "quantize / dequantize", "layout changes",
                "classifier", "other")
+
+#: the fields every build returns (``build``, ``build_from_model``): what the build command, the bundle and the
+#: runners read alike; ``note`` (a string) is optional
+BUILD_FIELDS = ("kind", "backend", "precision")
+
+
+def build_result(backend: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` as a backend's build returned them, checked for the shape every reader expects."""
+    missing = [k for k in BUILD_FIELDS if k not in fields]
+    if missing or not isinstance(fields.get("note", ""), str):
+        raise TypeError(f"the {backend} build returned {sorted(fields)}: a build returns {', '.join(BUILD_FIELDS)} "
+                        f"and optionally a note string (backends/base.py)")
+    return fields
 
 
 @dataclass(frozen=True)

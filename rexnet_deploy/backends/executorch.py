@@ -381,8 +381,16 @@ def build_from_model(model: Any, out_path: str | Path, *, input_size: tuple[int,
         "kind": "engine", "backend": "executorch", "precision": precision, "built_from": "checkpoint",
         "delegate": DELEGATE, "method": METHOD, "batch": batch_fields,
         "input_shape": [-1 if mode == "dynamic" else static_batch, *input_size],
-        "delegation": delegation, **fields, **_versions(),
+        "delegation": delegation, **fields, **_versions(), "note": delegation_note(delegation, batch_fields),
     }
+
+
+def delegation_note(delegation: dict[str, Any], batch: dict[str, Any]) -> str:
+    """What the bundle table says about a program: the nodes XNNPACK took, the ops left outside it, its batch."""
+    total = delegation["delegated_nodes"] + delegation["not_delegated_nodes"]
+    outside = ", ".join(f"{op} ×{n}" for op, n in delegation["not_delegated"].items()) or "none"
+    note = f"{delegation['delegate']} took {delegation['delegated_nodes']} of {total} nodes (outside: {outside})"
+    return note + f", batch {'1–' + str(batch['max']) if batch['dynamic'] else str(batch['size']) + ' only'}"
 
 
 # ---------------------------------------------------------------- running

@@ -158,6 +158,9 @@ def engine_manifest_fields(onnx_path: str | Path, facts: dict[str, str], profile
         "profile": profile,
         "workspace_mib": workspace_mib,
         "timing_cache": str(timing_cache) if timing_cache else None,
+        "note": f"built for {facts['gpu_name']} (compute {facts['compute_capability']}) with TensorRT "
+                f"{facts['tensorrt_version']}; profile batch {profile['min'][0]}/{profile['opt'][0]}/"
+                f"{profile['max'][0]}; TF32 {'on' if tf32 else 'off'}",
     }
 
 

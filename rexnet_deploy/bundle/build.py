@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import ensure_writable_dir, write_manifest
-from ..backends import RuntimeUnavailable, builders, get_backend, open_runner, read_artifact
+from ..backends import RuntimeUnavailable, build_result, builders, get_backend, open_runner, read_artifact
 from ..errors import UserError
 from ..export.parity import compare_logits, require_parity
 
@@ -102,7 +102,7 @@ def build_engine(onnx_path: str | Path, out_path: str | Path | None, backend: st
         staged = staging / out_path.name
         # NNCF draws its bars with rich on whatever sys.stdout is when it draws; its log lines keep their own stream
         with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):
-            fields = spec.impl().build(onnx_path, staged, **options)
+            fields = build_result(spec.name, spec.impl().build(onnx_path, staged, **options))
         if read_artifact(onnx_path, "onnx").untrained:  # random weights: every file made from them says so
             fields["untrained"] = True
         write_manifest(staged, fields)  # runners check it before loading

@@ -126,8 +126,6 @@ def run(args: argparse.Namespace) -> int:
            "parity vs ONNX Runtime": f"ok, max diff {p['max_abs_diff']:.1e}, top-1 {100 * p['top1_agreement']:.0f} %"}
     print(format_table([row]))
     print(f"parity inputs: {batch.source}")
-    if m.get("gpu_name"):
-        print(f"built for {m['gpu_name']} (compute {m['compute_capability']}) with TensorRT {m['tensorrt_version']}; "
-              f"profile batch {m['profile']['min'][0]}/{m['profile']['opt'][0]}/{m['profile']['max'][0]}; "
-              f"TF32 {'on' if m.get('tf32') else 'off'}")
+    if m.get("note"):  # what the backend says about its engine (TensorRT: the GPU and profile it is bound to)
+        print(m["note"])
     return 0

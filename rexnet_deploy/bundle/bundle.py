@@ -32,7 +32,7 @@ from ..artifacts import (
     write_json,
     write_manifest,
 )
-from ..backends import BACKENDS, Backend, Runner, evaluate, get_backend, open_runner, read_artifact
+from ..backends import BACKENDS, Backend, Runner, build_result, evaluate, get_backend, open_runner, read_artifact
 from ..data import (
     DataSplit,
     ImageDataset,
@@ -221,14 +221,15 @@ def _housekeeping_removed(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file_entry(path: Path, backend: str, variant: str, parity: dict, accuracy: dict | None) -> dict[str, Any]:
-    """``variant``: the precision, or ``int8-<layout>`` for an engine backend's own Q/DQ layout."""
+    """``variant``: the precision, or ``int8-<layout>`` for an engine backend's own Q/DQ layout; the backend's
+    ``note`` (its build's one line about the file) when it has one."""
     manifest = read_manifest(path)
     size = manifest["size_bytes"] + manifest.get("weights", {}).get("size_bytes", 0)  # OpenVINO's .bin too
     return {"file": path.name, "backend": backend, "kind": "onnx" if path.suffix == ".onnx" else "engine",
             "precision": manifest["precision"], "variant": variant,
             "size_bytes": size,
             "sha256": manifest["sha256"], "manifest": manifest_path(path).name, "parity": parity,
-            "accuracy": accuracy}
+            "accuracy": accuracy, **({"note": manifest["note"]} if manifest.get("note") else {})}
 
 
 def engine_backends() -> list[Backend]:
@@ -316,16 +317,6 @@ def _builds_own_int8(plan: _Plan, backend: Backend) -> bool:
     """A backend's own INT8 (OpenVINO: NNCF, in each of its scopes) is more candidates of --precision auto, built
     when auto asks, and part of an untrained speed study's INT8 (``untrained_int8``)."""
     return bool(backend.own_int8) and "int8" in plan.precisions and (plan.request.recommend or plan.source.untrained)
-
-
-def _delegation_note(delegation: dict[str, Any], batch: dict[str, Any] | None) -> str:
-    """What the bundle table says about a program lowered to a delegate: nodes it took, ops left out, batch."""
-    total = delegation["delegated_nodes"] + delegation["not_delegated_nodes"]
-    outside = ", ".join(f"{op} ×{n}" for op, n in delegation["not_delegated"].items()) or "none"
-    note = f"{delegation['delegate']} took {delegation['delegated_nodes']} of {total} nodes (outside: {outside})"
-    if batch:
-        note += f", batch {'1–' + str(batch['max']) if batch['dynamic'] else str(batch['size']) + ' only'}"
-    return note
 
 
 def _variant_key(layout: str) -> str:
@@ -436,6 +427,14 @@ class _Writer:
                 result = evaluate(own, split, limit=limit, progress=self.plan.request.progress)
         return {**result, "split": f"{split.name}/{split.split}"}
 
+    def _keep(self, path: Path, backend: str, variant: str, fields: dict[str, Any], accuracy: dict | None) -> None:
+        """The tail every file of the bundle shares, checked already: its manifest (the model's facts, under the
+        file's own fields where both have one, such as the embedded file's preprocessing; its parity and accuracy),
+        its bundle entry, the progress bar."""
+        write_manifest(path, {**self.plan.common, **fields, "accuracy": accuracy})
+        self.files.append(_file_entry(path, backend, variant, fields["parity"], accuracy))
+        self.bar.update()
+
     def add_onnx(self, key: str, path: Path, extra: dict[str, Any]) -> Path:
         plan, precision = self.plan, key.split("-")[0]
         parity = judge_parity(check_parity(plan.source.model, path, plan.batch.images, precision, self.reference),
@@ -451,11 +450,10 @@ class _Writer:
             accuracy = {**measured[precision], "num_images": measured["num_images"], "split": measured["split"]}
         else:
             accuracy = self._accuracy(path)
-        write_manifest(path, {"kind": "onnx", **kept, **plan.common, "precision": precision,
-                              "opset": plan.request.opset, **extra, "parity": parity, "accuracy": accuracy})
-        self.files.append(_file_entry(path, _ONNX_RUNNERS[0], key, parity, accuracy))
+        # the quantize stage's record, the model's facts over it
+        self._keep(path, _ONNX_RUNNERS[0], key, {"kind": "onnx", **kept, **plan.common, "precision": precision,
+                                                 "opset": plan.request.opset, **extra, "parity": parity}, accuracy)
         self.onnx_files[key] = path
-        self.bar.update()
         return path
 
     def write_onnx_variants(self) -> None:
@@ -508,12 +506,10 @@ class _Writer:
                       "runtime": runner.backend, "inputs": plan.batch.source}
             require_parity(parity, path.name, "nothing was written; drop --embed-preprocess to export the rest")
             accuracy = self._accuracy(path, _PixelRunner(runner, contract))
-        write_manifest(path, {"kind": "onnx", **plan.common, "preprocess": contract.with_embedded().to_dict(),
-                              "precision": "fp32", "embedded_preprocess": True, "opset": plan.request.opset,
-                              **derived, "parity": parity, "accuracy": accuracy})
-        self.files.append({**_file_entry(path, _ONNX_RUNNERS[0], "fp32-uint8", parity, accuracy),
-                           "embedded_preprocess": True})
-        self.bar.update()
+        self._keep(path, _ONNX_RUNNERS[0], "fp32-uint8", {
+            "kind": "onnx", "preprocess": contract.with_embedded().to_dict(), "precision": "fp32",
+            "embedded_preprocess": True, "opset": plan.request.opset, **derived, "parity": parity}, accuracy)
+        self.files[-1]["embedded_preprocess"] = True
 
     def build_engines(self) -> None:
         plan = self.plan
@@ -529,12 +525,13 @@ class _Writer:
                 self.bar.set_postfix_str(f"{key} {name}")
                 engine = build_engine(onnx_path, backend.default_path(onnx_path), name, images=plan.batch.images,
                                       parity_source=plan.batch.source, progress=plan.request.progress)
-                manifest = _housekeeping_removed(read_manifest(engine))
-                write_manifest(engine, {**manifest, **plan.common})  # the model's facts travel with the engine too
-                self.files.append(_file_entry(engine, name, key, manifest["parity"], self._accuracy(engine)))
-                self.bar.update()
+                self._keep_engine(engine, name, key)
             if _builds_own_int8(plan, backend):
                 self.build_own_int8(backend)
+
+    def _keep_engine(self, engine: Path, backend: str, variant: str) -> None:
+        """An engine :func:`build_engine` wrote (its build's fields and parity in its manifest), kept."""
+        self._keep(engine, backend, variant, _housekeeping_removed(read_manifest(engine)), self._accuracy(engine))
 
     def build_own_int8(self, backend: Backend) -> None:
         """The backend's own INT8 (OpenVINO: NNCF) from the FP32 ONNX, one file per scope it quantizes in
@@ -557,10 +554,7 @@ class _Writer:
             except RuntimeUnavailable as exc:  # the quantizer is an extra of its own (NNCF): the rest still ships
                 plan.skipped.append({"what": f"{backend.name} {key}", "reason": str(exc)})
                 return
-            manifest = _housekeeping_removed(read_manifest(engine))
-            write_manifest(engine, {**manifest, **plan.common})
-            self.files.append(_file_entry(engine, backend.name, key, manifest["parity"], self._accuracy(engine)))
-            self.bar.update()
+            self._keep_engine(engine, backend.name, key)
 
     def candidates(self) -> list[CandidateFile]:
         """What ``--precision auto`` times: :func:`~rexnet_deploy.bundle.auto.candidate_files` of this bundle."""
@@ -602,10 +596,10 @@ class _Writer:
                 # the record quantize_onnx writes for the ONNX INT8 files, so the two can be compared
                 extra["calibration"] = {"path": str(calib.path), "manifest_sha256": calib.manifest_sha256,
                                         "dataset": calib.dataset, "num_images": len(calib)}
-            fields = backend.impl().build_from_model(source.model, path, input_size=source.input_size,
-                                                     precision=precision, calibration=calibration)
-            fields = {**fields, **extra, **plan.common}
-            write_manifest(path, fields)  # the runner reads its batch and input size
+            fields = build_result(backend.name, backend.impl().build_from_model(
+                source.model, path, input_size=source.input_size, precision=precision, calibration=calibration))
+            fields = {**fields, **extra}
+            write_manifest(path, {**plan.common, **fields})  # the runner reads its batch and input size
             with open_runner(path) as runner:
                 candidate = runner.infer(plan.batch.images)
             parity = {**compare_logits(self.reference, candidate, precision), "reference": "torch",
@@ -619,11 +613,7 @@ class _Writer:
                 drop = fp32_top1 - accuracy["top1"]
                 accuracy = {**accuracy, "top1_drop_vs_fp32": drop,
                             "within_int8_max_drop": drop <= plan.request.int8_max_drop}
-            write_manifest(path, {**fields, "parity": parity, "accuracy": accuracy})
-            entry = _file_entry(path, backend.name, precision, parity, accuracy)
-            entry.update(delegation=fields["delegation"], batch=fields["batch"])
-            self.files.append(entry)
-            self.bar.update()
+            self._keep(path, backend.name, precision, {**fields, "parity": parity}, accuracy)
 
     def write_summary(self) -> None:
         plan = self.plan
@@ -697,8 +687,8 @@ def summary_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
         # every file in a bundle passed its check (a failure stops the export), but INT8 of random weights
         state = "ok" if p["passed"] else "not required (INT8 of random weights)"
         parity = f"{state}, max diff {p['max_abs_diff']:.1e}, top-1 {100 * p['top1_agreement']:.0f} %"
-        if f.get("delegation"):
-            parity += f"; {_delegation_note(f['delegation'], f.get('batch'))}"
+        if f.get("note"):  # what its backend says about the file (ExecuTorch: what XNNPACK took)
+            parity += f"; {f['note']}"
         acc = f["accuracy"]
         rows.append({"file": f["file"], "format": f["backend"], "precision": f["variant"],
                      "size (MB)": round(f["size_bytes"] / 1e6, 2), "parity / note": parity,
