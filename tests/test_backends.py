@@ -1,5 +1,6 @@
 """The backend table is the single place a runtime is registered: a runtime added through it alone is reached
-by ``open_runner``, by a bench suite row and by ``build``, with no other file changed."""
+by ``open_runner``, by a bench suite row, by ``build_engine`` and by the commands (``rexnet-deploy build`` with its
+option as a flag, ``export --engines``), with no other file changed."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from rexnet_deploy.backends import (
     open_runner,
 )
 from rexnet_deploy.bench import load_suite, run_bench
-from rexnet_deploy.bundle import build_engine
+from rexnet_deploy.bundle import build_engine, read_bundle
+from rexnet_deploy.cli import main
 from rexnet_deploy.data.datasets import FASHION_MNIST_PREPROCESS
 from rexnet_deploy.errors import UserError
 from rexnet_deploy.export import export_onnx
@@ -53,7 +55,7 @@ def build(onnx_path, out_path, copies=1):
     for _ in range(copies):
         shutil.copyfile(onnx_path, out_path)
     return {"kind": "engine", "backend": "fakeort", "precision": onnx_precision(onnx_path),
-            "source_onnx": Path(onnx_path).name}
+            "source_onnx": Path(onnx_path).name, "copies": copies, "note": f"copied {copies}x"}
 
 
 class FakeRunner(OnnxRuntimeRunner):
@@ -109,6 +111,34 @@ def test_a_backend_added_to_the_table_alone_is_built_opened_and_benched(fake_bac
     assert rows["fake"]["format"] == "fakeort" and rows["fake"]["runner"]["backend"] == "fakeort"
     assert rows["fake"]["accuracy"] == rows["ort"]["accuracy"]
     assert rows["fake"]["speed"][0]["img_per_s"] > 0
+
+
+def test_the_commands_reach_a_backend_added_to_the_table_alone(fake_backend, small_onnx, tmp_path, capsys,
+                                                              fmnist_available):
+    """``rexnet-deploy build`` offers the row's one build option as a flag made from its module's spec and passes it
+    to its build, prints the build's note; ``export --engines`` builds it into a bundle, whose table shows the note."""
+    threads = torch.get_num_threads()  # the commands set torch's threads, and this process goes on after them
+    try:
+        with pytest.raises(SystemExit):
+            main(["build", "--help"])
+        assert "--copies COPIES" in capsys.readouterr().out
+        out = tmp_path / "cli.fakeonnx"
+        assert main(["build", str(small_onnx), "--backend", "fakeort", "--out", str(out), "--copies", "3",
+                     "--parity-images", "8", "--no-progress"]) == 0
+        assert read_manifest(out)["copies"] == 3 and "copied 3x" in capsys.readouterr().out
+        # another backend's flag, given, is refused in one line rather than ignored
+        assert main(["build", str(small_onnx), "--backend", "fakeort", "--max-batch", "8", "--no-progress"]) == 2
+        assert "--max-batch apply to tensorrt builds only, not fakeort" in capsys.readouterr().err
+        bundle = tmp_path / "bundle"
+        assert main(["export", "--engines", "fakeort", "--out", str(bundle), "--parity-images", "8",
+                     "--eval-images", "0", "--no-progress"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    engines = [f for f in read_bundle(bundle)["files"] if f["backend"] == "fakeort"]
+    # one engine per ONNX precision of the bundle, named by the row, each checked, each with its build's note
+    assert "rexnet_tiny_cifar-0.5.fp32.fake.fakeonnx" in [f["file"] for f in engines]
+    assert all(f["note"] == "copied 1x" and read_manifest(bundle / f["file"])["parity"]["passed"] for f in engines)
+    assert "copied 1x" in (bundle / "bundle.md").read_text()
 
 
 def test_the_table_answers_unknown_names_and_files_in_one_line(tmp_path):
