@@ -4,7 +4,9 @@ option as a flag, ``export --engines``), with no other file changed."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -68,9 +70,12 @@ def open_runner(path, device="cpu", threads=None):
 
 
 @pytest.fixture()
-def fake_backend(tmp_path, monkeypatch) -> Backend:
-    (tmp_path / "fake_ort_backend.py").write_text(textwrap.dedent(FAKE_MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
+def fake_backend(monkeypatch) -> Backend:
+    # registered as an imported module, not through sys.path: restoring sys.path afterwards would also drop the
+    # folders libraries append on first import (onnxruntime.transformers'), breaking later tests
+    module = types.ModuleType("fake_ort_backend")
+    exec(textwrap.dedent(FAKE_MODULE), module.__dict__)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
     row = Backend("fakeort", "fake_ort_backend", "engine", (".fakeonnx",), ("cpu",), ("fp32",), needs_gpu=False,
                   extra=None, packages=(), row_tag="fake", file_tag=".fake")
     monkeypatch.setitem(BACKENDS, row.name, row)

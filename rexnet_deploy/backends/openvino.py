@@ -53,6 +53,7 @@ INT8_SCOPES: dict[str, str] = {
     "pointwise": "the 1×1 convolutions (the SE's two included) and the classifier only; depthwise convolutions, "
                  "the SE pooling and gate, activations left in float",
 }
+#: what build takes beyond the paths: two flags of `rexnet-deploy build`, then options only code passes
 BUILD_OPTIONS = (
     BuildOption("precision", "OpenVINO: quantize the FP32 ONNX itself (NNCF, preset MIXED, SE gates kept in float) "
                              "instead of converting the file as it is; needs --calibration",

@@ -10,9 +10,10 @@ TF32 off (TensorRT's default is on, which an "fp32" engine must not be) unless a
 
 ``tensorrt`` is imported lazily (the ``[trt]`` extra). Every decision around a TensorRT call is a
 pure function that takes the ``trt`` module, a builder config or an engine as an argument (profile
-shapes, builder flags, timing-cache fallback, the engine's batch bounds, how a batch is split into
-chunks the profile takes, manifest fields, mismatch, precision), so it runs and is unit-tested on a
-CPU with stand-ins. Runner buffers are torch CUDA tensors, so no pycuda/cuda-python is needed.
+shapes, builder flags, timing-cache fallback, the engine's batch bounds, manifest fields, mismatch,
+precision), so it runs and is unit-tested on a CPU with stand-ins; how a batch is split into chunks the
+profile takes is ``common.run_chunked``, which ExecuTorch's runner shares. Runner buffers are torch CUDA
+tensors, so no pycuda/cuda-python is needed.
 """
 
 from __future__ import annotations
