@@ -119,9 +119,10 @@ def add_batch_arg(parser: _Parser, role: str, default: int | None = None, defaul
                         help=f"the batch size you run at: {role} (default {default_text or default})")
 
 
-def add_eval_images_arg(parser: _Parser, default: int | None = None, *, zero_skips: bool = False) -> None:
+def add_eval_images_arg(parser: _Parser, default: int | None = None, *, zero_skips: bool = False, **kwargs) -> None:
     """``--eval-images N``: measure top-1 on the first N evaluation images (the same N images every time)."""
     parser.add_argument("--eval-images", type=int if zero_skips else positive_int, default=default, metavar="N",
+                        **kwargs,
                         help=f"measure top-1 on the first N images of the evaluation split"
                              f"{' (0: skip)' if zero_skips else ''} (default {default or 'all'})")
 

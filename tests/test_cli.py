@@ -68,7 +68,7 @@ def test_the_same_concept_has_the_same_flag_in_every_command():
         assert len({a.metavar for a in actions.values()}) == 1, {n: a.metavar for n, a in actions.items()}
         if flag in ("--threads", "--no-progress"):
             assert len({a.help for a in actions.values()}) == 1, flag
-    for name in ("train", "prune", "bench"):  # the device words; predict's is the inspect/predict owner's
+    for name in CONCEPTS["--device"]:  # one flag, one set of words (tested below)
         assert flags[name]["--device"].metavar == "DEVICE", name
     old = {"quantize": "--calib", "calib": "--num-images", "pipeline": "--calib-images", "export": "--deploy-batch",
            "train": "--val-subset"}
@@ -103,7 +103,8 @@ def test_the_positional_checkpoint_of_prune_still_works_with_a_note(tmp_path, ca
     assert "deprecated" in err[0] and "--checkpoint" in err[0] and "missing.pt" in err[1]
 
 
-@pytest.mark.parametrize("command", [["train"], ["prune", "--checkpoint", "c.pt", "--width", "0.5"], ["bench"]])
+@pytest.mark.parametrize("command", [["train"], ["prune", "--checkpoint", "c.pt", "--width", "0.5"], ["bench"],
+                                     ["predict", "m.onnx", "x.png"]])
 def test_every_device_flag_takes_the_same_words(command):
     parser = build_parser()
     for word in ("cpu", "cuda", "CUDA"):
@@ -112,13 +113,14 @@ def test_every_device_flag_takes_the_same_words(command):
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args([*command, "--device", bad])
         assert exit_.value.code == 2
-    indexed = command[0] != "bench"  # a bench row names no GPU index: its runtimes take the device's default GPU
-    if indexed:
+    # a bench row or a predict runner names no GPU index: their runtimes take the device's default GPU
+    if command[0] in ("train", "prune"):
         assert parser.parse_args([*command, "--device", "cuda:1"]).device == "cuda:1"
     else:
-        assert parser.parse_args([*command, "--device", "tensorrt"]).device == "tensorrt"  # ORT's provider
         with pytest.raises(SystemExit):
             parser.parse_args([*command, "--device", "cuda:1"])
+    if command[0] == "bench":
+        assert parser.parse_args([*command, "--device", "tensorrt"]).device == "tensorrt"  # ORT's provider
 
 
 @pytest.mark.parametrize("argv", [["calib", "--calibration-images", "0"], ["bench", "--device", "gpu"],

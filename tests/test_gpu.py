@@ -65,7 +65,7 @@ class _StandInGpuRunner(Runner):
 def test_gpu_rows_get_gpu_compute_time_and_host_latency_cpu_rows_stay_as_they_are(monkeypatch):
     timed = []
 
-    def fake_measure(step, timing, cuda=False, device=None):
+    def fake_measure(step, timing, cuda=False, device=None, drain=None):
         timed.append((cuda, device))
         step()
         return ([2.0, 4.0, 3.0] if cuda else [5.0, 6.0]), 1

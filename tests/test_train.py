@@ -354,7 +354,8 @@ def test_imagenet_recipe_runs_on_an_image_folder(tmp_path):
     assert meta["classes"] == ["cat", "dog"]
     # a broken image inside a DataLoader worker still comes out as one line. Loading already refuses one it
     # reads (a small tree is decoded, a streamed one's headers sampled), so the file breaks after loading
-    train, val = load_image_folder_splits(tmp_path / "tree", input_size=32, in_memory=False)
+    train, val = load_image_folder_splits(tmp_path / "tree", Preprocess(32, IMAGENET_MEAN, IMAGENET_STD),
+                                          in_memory=False)
     (tmp_path / "tree" / "train" / "dog" / "1.png").write_bytes(b"not a png")
     recipe = load_recipe("rexnet-imagenet", {"input_size": 32, "epochs": 1, "batch_size": 8, "workers": 1,
                                              "width": 0.5})

@@ -44,6 +44,14 @@ def _variable(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _provider_devices() -> dict[str, str]:
+    """Devices beyond cpu/cuda that a backend's table row names (ONNX Runtime's TensorRT provider), with meanings."""
+    from ..backends import BACKENDS
+
+    return {d: f"the GPU through {b.name}'s {d} provider ({b.name} rows)" for b in BACKENDS.values()
+            for d in b.devices if d not in ("cpu", "cuda")}
+
+
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="accuracy, ms/step, img/s and latency percentiles of artifacts, side by side",
                        description="Benchmark artifacts through the shared runners: top-1/top-5 on the dataset's "
@@ -63,8 +71,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
                       help="an OpenVINO .xml, ExecuTorch .pte or TensorRT engine, run by its runtime (repeatable; "
                            "default: none)")
     add_device_arg(what, "cpu; a row whose backend lacks the device runs on the GPU for a GPU device, else on its "
-                         "own", extra={"tensorrt": "the GPU through ONNX Runtime's TensorRT provider (.onnx rows)"},
-                   gpu_index=False)
+                         "own", extra=_provider_devices(), gpu_index=False)
     what.add_argument("--compile", action="store_true", help="torch.compile the checkpoints")
     what.add_argument("--channels-last", action="store_true", help="run checkpoints in channels-last memory format")
     what.add_argument("--reference", help="row the ratios are taken against (default: the torch eager FP32 row)")

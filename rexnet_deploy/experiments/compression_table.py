@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 from ..artifacts import atomic_path, write_json
-from ..cli_args import apply_threads, positive_int
+from ..cli_args import add_device_arg, apply_threads, positive_int
 from ..data import load_datasets
 from ..errors import UserError, require_file
 from ..models import count_macs, count_params, load_model
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                         "The source is trained once, with the first")
     p.add_argument("--eval-images", type=int, help="measure top-1 on this many test images (default: all)")
     p.add_argument("--source", help="an already trained source checkpoint (skips training it)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_device_arg(p, "cuda when available, else cpu")
     p.add_argument("--threads", type=positive_int, help="torch threads for the whole run, img/s column included "
                                                "(default: torch's)")
     p.add_argument("--work", default="runs/compression", help="where the runs go (reused when complete)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli_args import add_threads_arg, positive_int, resolve_threads, show_progress
+from ..cli_args import add_device_arg, add_threads_arg, positive_int, resolve_threads, show_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=positive_int, default=32, help="images per inference call (default 32)")
     p.add_argument("--out", help="also write every row to this .json or .csv file (default: print only)")
     add_threads_arg(p)
-    p.add_argument("--device", help="cpu or cuda (default: the artifact's backend's first device)")
+    add_device_arg(p, "the artifact's backend's first device", gpu_index=False)
     p.set_defaults(func=run)
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from ..cli_args import (
     add_deprecated_alias,
+    add_device_arg,
+    add_eval_images_arg,
     add_threads_arg,
     apply_threads,
     positive_int,
@@ -33,46 +35,49 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", help="recipe name or YAML file (default: fmnist-cpu; finetune with --pretrained; the "
                                     "resumed run's with --resume)")
     p.add_argument("--list", action="store_true", help="list the packaged recipes and exit")
-    p.add_argument("--model", help="registry name, e.g. rexnet, rexnet_tiny_cifar, rexnet_100")
-    p.add_argument("--width", type=float, help="width multiplier (any-width families)")
-    p.add_argument("--dataset", help="fashion_mnist, cifar10, cifar100 or imagefolder")
-    p.add_argument("--data-dir", help="dataset folder (ImageFolder: holds train/ and val/)")
+    p.add_argument("--model", help="registry name, e.g. rexnet, rexnet_tiny_cifar, rexnet_100 (default: the "
+                                   "recipe's)")
+    p.add_argument("--width", type=float, help="width multiplier of any-width families (default: the recipe's)")
+    p.add_argument("--dataset", help="fashion_mnist, cifar10, cifar100 or imagefolder (default: the recipe's)")
+    p.add_argument("--data-dir", help="dataset folder (ImageFolder: holds train/ and val/; default: the dataset's "
+                                      "own place)")
     p.add_argument("--download", action="store_true", help="fetch CIFAR-10/100 into --data-dir if missing")
     p.add_argument("--input-size", type=positive_int,
                    help="ImageFolder: the model's input size (default: the model's own, 32 for tiny-cifar, 224 for "
                         "V1/Lite)")
     p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
-    p.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
+    p.add_argument("--batch-size", type=int, help="global batch size, split over torchrun processes (default: the "
+                                                  "recipe's)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    p.add_argument("--optimizer", help="sgd, sgdp, adam, adamw, adamp or sgdmix")
+    p.add_argument("--optimizer", help="sgd, sgdp, adam, adamw, adamp or sgdmix (default: the recipe's)")
     p.add_argument("--weight-decay", type=float, help="weight decay (default: the recipe's)")
-    p.add_argument("--schedule", help="cosine, step, multistep or constant")
+    p.add_argument("--schedule", help="cosine, step, multistep or constant (default: the recipe's)")
     p.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs (default: the recipe's)")
     p.add_argument("--label-smoothing", type=float, help="label smoothing (default: the recipe's)")
-    p.add_argument("--train-subset", type=int, help="train on this many images drawn at random")
-    p.add_argument("--eval-images", type=positive_int, dest="val_subset",
-                   help="validate on the first N images of the validation split (default all)")
+    p.add_argument("--train-subset", type=int, help="train on this many images drawn at random (default: all)")
+    add_eval_images_arg(p, dest="val_subset")
     add_deprecated_alias(p, "--val-subset", "--eval-images", "val_subset", type=positive_int)
     p.add_argument("--seed", type=int, help="seed of weights, data order and augmentation (default: the recipe's)")
-    p.add_argument("--ema", action="store_true", default=None, help="keep an EMA of the weights")
-    p.add_argument("--workers", type=int, help="DataLoader workers (ImageFolder)")
+    p.add_argument("--ema", action="store_true", default=None,
+                   help="keep an EMA of the weights (default: the recipe's)")
+    p.add_argument("--workers", type=int, help="DataLoader workers of an ImageFolder (default: the recipe's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe key (repeatable; default: none)")
     p.add_argument("--out", help="run folder (default runs/<recipe>-<time>/)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_OR_CHECKPOINT",
-                   help="continue --out's last.pt, or the given run folder / checkpoint")
+                   help="continue --out's last.pt, or the given run folder / checkpoint (default: a new run)")
     p.add_argument("--pretrained", metavar="CHECKPOINT",
                    help="start from this checkpoint's architecture and weights with a fresh schedule: this tool's "
                         "checkpoints, timm's or the official clovaai files (those need --model/--width unless the "
                         "recipe's model is theirs); a new classifier when the dataset's classes differ; not with "
-                        "--resume")
+                        "--resume (default: none: weights drawn from the recipe's seed)")
     add_deprecated_alias(p, "--init", "--pretrained", "pretrained", metavar="CHECKPOINT")
-    p.add_argument("--teacher", help="checkpoint of a teacher model: train with knowledge distillation")
+    p.add_argument("--teacher", help="checkpoint of a teacher model: train with knowledge distillation (default: none)")
     p.add_argument("--kd-weight", type=float, default=0.5,
                    help="weight of the distillation loss (with --teacher; default 0.5)")
     p.add_argument("--kd-temperature", type=float, default=4.0,
                    help="distillation temperature (with --teacher; default 4)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_device_arg(p, "cuda when available, else cpu")
     add_threads_arg(p)
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic algorithms (bit-exact resume on the same machine)")
