@@ -29,7 +29,8 @@ from rexnet_deploy.bench.timing import Timing, measure_steps
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
-SPEED_KEYS = {"batch", "steps", "ms", "img_per_s", "warmup_steps", "timer", "input_on_device", "rounds", "raw_ms"}
+SPEED_KEYS = {"batch", "steps", "ms", "img_per_s", "warmup_steps", "timer", "input_on_device", "rounds", "raw_ms",
+              "in_flight"}
 
 
 def _speed_validator():

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 from ..cli_args import (
+    add_batch_arg,
+    add_calibration_images_arg,
     add_deprecated_alias,
+    add_eval_images_arg,
     add_threads_arg,
     comma_list,
     engines_arg,
@@ -38,10 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", metavar="CHECKPOINT",
                    help="the training stage starts from this checkpoint's weights (this tool's, timm's or the official "
                         "clovaai files), with a new classifier when the dataset's classes differ, at the input size "
-                        "it records unless --input-size is given")
+                        "it records unless --input-size is given (default: none, weights from the recipe's seed)")
     p.add_argument("--model", help="registry name (default: the recipe's, or the --pretrained file's); reads a timm "
                                    "or official file, which does not record it")
-    p.add_argument("--width", type=float, help="width multiplier, as --model (any-width families)")
+    p.add_argument("--width", type=float, help="width multiplier, as --model, of any-width families (default: the "
+                                                    "recipe's)")
     p.add_argument("--quick", action="store_true",
                    help="the short version CI runs: a few minutes on 2 cores, gated by baseline pipeline-quick")
     p.add_argument("--out", help="run folder (default runs/pipeline-fmnist-cpu, runs/pipeline-quick, "
@@ -53,20 +57,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="ImageFolder: the model's input size (default: the model's own, 32 for tiny-cifar, 224 for "
                         "V1/Lite)")
     p.add_argument("--epochs", type=positive_int, help="training epochs (default: the recipe's)")
-    p.add_argument("--prune-width", type=float, help="prune to the family's plan at this width")
+    p.add_argument("--prune-width", type=float, help="prune to the family's plan at this width (default: none, "
+                                                         "--prune-macs)")
     p.add_argument("--prune-macs", type=float, help="prune globally to this MACs ratio (default 0.5)")
     p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs after pruning (default: the recipe's)")
-    p.add_argument("--calibration-images", type=positive_int,
-                   help="INT8 calibration images (default 512, or the whole training split when it is smaller)")
+    add_calibration_images_arg(p, default_text="512, or the whole training split when it is smaller")
     add_deprecated_alias(p, "--calib-images", "--calibration-images", "calibration_images", type=positive_int)
-    p.add_argument("--eval-images", type=positive_int, help="evaluate every stage on this many images (default all)")
+    add_eval_images_arg(p)
     p.add_argument("--engines", help="engines the export builds: none, or a list of backends (default: every one "
                                      "this machine can, as rexnet-deploy export --engines auto)")
     p.add_argument("--precision", help="precisions the export writes: a list of fp32,fp16,int8 (default all), or "
                                        "auto: all, and the fastest file here within 0.5 top-1 points of FP32 "
                                        "recommended in bundle.json and benched as row pipeline/recommended")
-    p.add_argument("--batch", type=positive_int,
-                   help="the batch --precision auto times candidates at (default: the largest of --batches)")
+    add_batch_arg(p, "what --precision auto times candidates at", default_text="the largest of --batches")
     add_deprecated_alias(p, "--deploy-batch", "--batch", "batch", type=positive_int)
     p.add_argument("--batches", type=_batches, help="bench batch sweep, e.g. 1,32 (default 1,8,32,64)")
     p.add_argument("--baseline", help="baseline for the check stage (a file, or NAME of "
