@@ -422,12 +422,23 @@ def test_gpu_rows_time_device_inputs_with_cuda_events(tiny, fmnist_available, tm
 
 
 def test_profile_sums_kernel_time_and_macs_by_layer_kind(tiny, tmp_path):
-    from rexnet_deploy.bench.profile import profile_onnx
+    from rexnet_deploy.backends import open_runner
+    from rexnet_deploy.backends.base import LAYER_KINDS
+    from rexnet_deploy.bench.profile import profile_file
     from rexnet_deploy.models import count_macs
 
-    profile = profile_onnx(tiny["onnx"], batch=2, threads=1, runs=3)
+    # the runner's records follow the base contract: the profile reads nothing else
+    with open_runner(tiny["onnx"], threads=1) as runner:
+        layers = runner.profile_layers(2, runs=2, warmup=1)
+    assert layers and all({"name", "layer_type", "kernel", "kind", "precision", "ms"} <= set(r) for r in layers)
+    assert all(r["kind"] in LAYER_KINDS and r["ms"] >= 0 for r in layers)
+    assert {r["precision"] for r in layers if "conv" in r["kind"]} == {"fp32"}
+
+    profile = profile_file(tiny["onnx"], batch=2, threads=1, runs=3)
     rows = {r["layer kind"]: r for r in profile["rows"]}
+    assert profile["runtime"] == "onnxruntime"
     assert {"depthwise conv", "1×1 conv", "k×k conv (stem)", "classifier"} <= set(rows)
+    assert rows["1×1 conv"]["kernels in"] == "fp32 100 %"
     assert all(r["ms / batch"] >= 0 for r in rows.values()) and profile["kernel_ms_per_batch"] > 0
     assert sum(r["time %"] for r in rows.values()) == pytest.approx(100, abs=0.5)
     # the MACs read from the ONNX graph's shapes are the model's own count
@@ -446,7 +457,7 @@ def test_profile_sums_kernel_time_and_macs_by_layer_kind(tiny, tmp_path):
 
 
 def test_openvino_profile_counts_the_same_macs_and_names_the_kernels_precision(tiny, tmp_path):
-    from rexnet_deploy.bench.profile import profile_file, profile_onnx
+    from rexnet_deploy.bench.profile import profile_file
     from rexnet_deploy.hardware import has_native_bf16
 
     xml = tiny["xml"]
@@ -458,7 +469,7 @@ def test_openvino_profile_counts_the_same_macs_and_names_the_kernels_precision(t
     assert {"depthwise conv", "1×1 conv", "k×k conv (stem)"} <= set(rows)
     assert sum(r["time %"] for r in rows.values()) == pytest.approx(100, abs=0.5)
     # the convolutions' MACs from OpenVINO's model equal those from the ONNX graph's shapes
-    onnx_rows = {r["layer kind"]: r for r in profile_onnx(tiny["onnx"], batch=2, threads=1, runs=1)["rows"]}
+    onnx_rows = {r["layer kind"]: r for r in profile_file(tiny["onnx"], batch=2, threads=1, runs=1)["rows"]}
     for kind in ("depthwise conv", "1×1 conv", "k×k conv (stem)"):
         assert rows[kind]["MMACs / image"] == onnx_rows[kind]["MMACs / image"], kind
     # the tool's default for an FP32 file is f32 arithmetic: every conv kernel says so

@@ -232,7 +232,8 @@ class Runner(abc.ABC):
 
         Each record: ``name``, ``layer_type`` and ``kernel`` (the runtime's words), ``kind`` (one of
         ``LAYER_KINDS``), ``precision`` (what the kernel computed in: fp32, bf16, fp16, int8 or other) and
-        ``ms`` (mean of ``runs``); optionally ``macs_per_image``.
+        ``ms`` (mean of ``runs``); optionally ``macs_per_image`` (a convolution's or the classifier's, where the
+        runtime can tell): ``bench/profile.py`` sums the records by kind and reads nothing else.
         """
         raise UserError(f"{self.backend} has no per-layer profiler in rexnet-deploy: profile the ONNX file instead")
 

@@ -10,13 +10,21 @@ GPU devices import both first, and a provider that cannot start is reported with
 provider gets an explicit batch profile and engine and timing caches (:func:`tensorrt_provider_options`)
 and never ``trt_fp16_enable``/``trt_int8_enable``: those switch its network from strongly typed to the
 weak typing TensorRT 11 removed, while the precision is already in the ONNX file.
+
+Its per-layer profile (:meth:`OnnxRuntimeRunner.profile_layers`) is ONNX Runtime's own profiler on the graph it
+actually runs after fusing (Q/DQ pairs into QLinear* kernels, Conv + activation into FusedConv, NCHWc layouts):
+the op tables below name the layer kind of each of its ops, ONNX's and ONNX Runtime's fused ones alike.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
+import math
 import re
 import sys
+import tempfile
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +52,29 @@ RUNNER_MODES: dict[str, str | None] = {"defaults": None}
 
 #: uint8 activations × int8 weights, what its x86 kernels run fast
 INT8_LAYOUT = ORT_CPU_LAYOUT
+
+#: the element type of the input a session is fed (float16 files keep float32 I/O unless exported otherwise; an
+#: --embed-preprocess file takes uint8 pixels); float32 for the rest
+INPUT_DTYPES = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
+
+#: convolutions as ONNX and ONNX Runtime's optimized graph name them: a layer kind by their group and kernel
+CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv", "NhwcFusedConv"}
+#: the other ops of an optimized graph → profile layer kind (``base.LAYER_KINDS``); an op in neither table is "other"
+KIND_OF_OP = {
+    "QuantizeLinear": "quantize / dequantize", "DequantizeLinear": "quantize / dequantize",
+    "DynamicQuantizeLinear": "quantize / dequantize",
+    "Gemm": "classifier", "QGemm": "classifier", "FusedGemm": "classifier", "MatMul": "classifier",
+    "MatMulInteger": "classifier", "FusedMatMul": "classifier",
+    "ReduceMean": "pooling (SE, head)", "GlobalAveragePool": "pooling (SE, head)",
+    "QLinearGlobalAveragePool": "pooling (SE, head)", "QLinearReduceMean": "pooling (SE, head)",
+    "Pad": "pad + add (partial residual)", "Add": "pad + add (partial residual)",
+    "QLinearAdd": "pad + add (partial residual)",
+    "Transpose": "layout changes", "ReorderInput": "layout changes", "ReorderOutput": "layout changes",
+    **{op: "activations (SiLU, sigmoid, ReLU6)" for op in (
+        "Sigmoid", "QLinearSigmoid", "Mul", "QLinearMul", "Relu", "Clip", "HardSigmoid", "HardSwish", "QuickGelu")},
+}
+#: the element type of a kernel's first input (the activation it reads), as the profiler names it → its precision
+PRECISION_OF_TYPE = {"int8": "int8", "uint8": "int8", "float16": "fp16", "bfloat16": "bf16", "float": "fp32"}
 
 
 def linked_tensorrt_major(library: bytes) -> int | None:
@@ -192,6 +223,89 @@ def _ort_cuda_major() -> str | None:
         return None
 
 
+def _attr(node: Any, name: str, default: Any = None) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _conv_kind(node: Any, kernel: list[int]) -> str:
+    if int(_attr(node, "group", 1)) > 1:
+        return "depthwise conv"
+    return "1×1 conv" if all(k == 1 for k in kernel) else "k×k conv (stem)"
+
+
+def _conv_kernel(node: Any, shapes: dict[str, list[int]]) -> list[int] | None:
+    """The kernel size: its attribute, else the weight's shape (2nd input of Conv, 4th of QLinearConv)."""
+    kernel = _attr(node, "kernel_shape")
+    if kernel is None:
+        weight = shapes.get(node.input[3 if node.op_type == "QLinearConv" else 1])
+        kernel = weight[2:] if weight else None
+    return None if kernel is None else list(kernel)
+
+
+def _op_kind(node: Any, shapes: dict[str, list[int]]) -> str:
+    """The profile layer kind of one node of an ONNX or optimized ONNX Runtime graph (``base.LAYER_KINDS``)."""
+    if node.op_type in CONV_OPS:
+        return _conv_kind(node, _conv_kernel(node, shapes) or [1, 1])
+    return KIND_OF_OP.get(node.op_type, "other")
+
+
+def _graph_shapes(model: Any) -> dict[str, list[int]]:
+    """Static shapes of every tensor (batch 1) by ONNX shape inference, initializers included."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {init.name: list(init.dims) for init in model.graph.initializer}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in dims]
+    return shapes
+
+
+def _macs_by_kind(model: Any) -> dict[str, list[int]]:
+    """MACs per image of each Conv and Gemm of an ONNX graph (float or Q/DQ), by layer kind in graph order."""
+    shapes = _graph_shapes(model)
+    macs: dict[str, list[int]] = defaultdict(list)
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            out, inp, kernel = shapes.get(node.output[0]), shapes.get(node.input[0]), _conv_kernel(node, shapes)
+            if out is None or inp is None or kernel is None:
+                raise UserError(f"shape inference left {node.name} without shapes: re-export the model")
+            group = int(_attr(node, "group", 1))
+            macs[_conv_kind(node, kernel)].append(math.prod(out[1:]) * inp[1] // group * math.prod(kernel))
+        elif node.op_type == "Gemm":
+            macs["classifier"].append(math.prod(shapes[node.input[1]]))
+    return dict(macs)
+
+
+def _attach_macs(records: list[dict[str, Any]], macs: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """``macs_per_image`` on the records of the optimized graph: the ONNX file's layers of each kind, in order.
+
+    Fusing renames a convolution ("fused X", "X_token_7", a QLinearConv for DQ → Conv → Q) but never merges two,
+    so the n-th of a kind in the file is the n-th of that kind ONNX Runtime runs; should the counts differ, the
+    rest go to the kind's last record, so each kind's total stays the file's own.
+    """
+    by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_kind[record["kind"]].append(record)
+    for kind, values in macs.items():
+        targets = by_kind.get(kind)
+        for i, value in enumerate(values if targets else []):
+            target = targets[min(i, len(targets) - 1)]
+            target["macs_per_image"] = target.get("macs_per_image", 0) + value
+    return records
+
+
+def _kernel_precision(event: dict[str, Any]) -> str:
+    """What a profiled kernel computed in: the element type of its first input (``input_type_shape``)."""
+    inputs = event.get("args", {}).get("input_type_shape") or [{}]
+    return PRECISION_OF_TYPE.get(next(iter(inputs[0]), ""), "other")
+
+
 def side_files(path: Path) -> list[Path]:
     return []
 
@@ -225,13 +339,9 @@ class OnnxRuntimeRunner(Runner):
         if reason:
             raise RuntimeUnavailable(reason)
         wanted = PROVIDERS[device][0]
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # logging only: the peer's settings are otherwise ONNX Runtime's own
-        self.mode = mode
+        self.device, self.mode = device, mode
         self.threads_requested = int(threads) if threads else None
-        if threads and mode != "defaults":
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
+        opts = self._session_options(ort)
         self.threads = opts.intra_op_num_threads or physical_cores()
         providers: list[Any] = list(PROVIDERS[device])
         self.provider_options: dict[str, Any] = {}
@@ -255,11 +365,53 @@ class OnnxRuntimeRunner(Runner):
         self.input_name = self.session.get_inputs()[0].name
         self.input_type = self.session.get_inputs()[0].type
 
+    def _session_options(self, ort: Any) -> Any:
+        """This runner's SessionOptions: ``threads`` for the intra-op pool (inter-op 1), none in ``defaults`` mode."""
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # logging only: the peer's settings are otherwise ONNX Runtime's own
+        if self.threads_requested and self.mode != "defaults":
+            opts.intra_op_num_threads = self.threads_requested
+            opts.inter_op_num_threads = 1
+        return opts
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        # float16 files keep float32 I/O unless exported otherwise; an --embed-preprocess file takes uint8 pixels
-        dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(self.input_type, np.float32)
+        dtype = INPUT_DTYPES.get(self.input_type, np.float32)
         out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=dtype)})[0]
         return out.astype(np.float32, copy=False)
+
+    def profile_layers(self, batch: int, runs: int, warmup: int = 5) -> list[dict[str, Any]]:
+        """ONNX Runtime's profiler at ``batch`` on the CPU: one record per node of the graph it runs after fusing.
+
+        A second session of this runner's settings with profiling on (the runner's own stays unprofiled for
+        timing) that also writes its optimized graph: the profile names that graph's nodes, whose ops give each
+        record its kind; the precision is the type of the kernel's first input. Shape inference does not know
+        ONNX Runtime's fused ops, so MACs per image come from the ONNX file's own Conv and Gemm nodes, each on
+        the optimized node of its kind in its place (:func:`_attach_macs`).
+        """
+        import onnx
+        import onnxruntime as ort
+
+        if self.device != "cpu":
+            raise UserError(f"the ONNX Runtime profile times CPU kernels: profile {self.path.name} on the cpu device")
+        with tempfile.TemporaryDirectory(prefix="rexnet-profile-") as tmp:
+            opts = self._session_options(ort)
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(tmp) / "profile")
+            opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            session = ort.InferenceSession(str(self.path), opts, providers=PROVIDERS["cpu"])
+            inp = session.get_inputs()[0]
+            shape = [batch] + [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
+            x = np.random.default_rng(0).standard_normal(shape).astype(INPUT_DTYPES.get(inp.type, np.float32))
+            for _ in range(warmup + runs):
+                session.run(None, {inp.name: x})
+            events = json.loads(Path(session.end_profiling()).read_text())
+            optimized = onnx.load(opts.optimized_model_filepath)
+        shapes = _graph_shapes(optimized)
+        nodes = {n.name: n for n in optimized.graph.node}
+        # in execution order, which follows the graph's as the file's own layers do
+        records = [_layer_record(name, timed[-runs:], runs, nodes.get(name), shapes)
+                   for name, timed in _kernel_events(events).items()]
+        return _attach_macs(records, _macs_by_kind(onnx.load(str(self.path))))
 
     def describe(self) -> dict:
         extra = {"provider_options": self.provider_options} if self.provider_options else {}
@@ -269,6 +421,26 @@ class OnnxRuntimeRunner(Runner):
                 "threads_requested": self.threads_requested,
                 "intra_op_threads": options.intra_op_num_threads or "default (one per physical core)",
                 "inter_op_threads": options.inter_op_num_threads or "default", **extra}
+
+
+def _kernel_events(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each node's kernel-time events of an ONNX Runtime profile, in run order (warm-up runs first)."""
+    per_node: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node[e["name"][: -len("_kernel_time")]].append(e)
+    return per_node
+
+
+def _layer_record(name: str, timed: list[dict[str, Any]], runs: int, node: Any,
+                  shapes: dict[str, list[int]]) -> dict[str, Any]:
+    """One ``profile_layers`` record from a node's events of the last ``runs`` runs and its optimized-graph node."""
+    args = timed[-1].get("args", {})
+    op = args.get("op_name", "?")
+    return {"name": name, "layer_type": f"{node.domain}.{node.op_type}" if node is not None and node.domain else op,
+            "kernel": f"{op} ({args.get('provider', '?').removesuffix('ExecutionProvider')})",
+            "kind": _op_kind(node, shapes) if node is not None else "other",
+            "precision": _kernel_precision(timed[-1]), "ms": sum(e["dur"] for e in timed) / 1000.0 / runs}
 
 
 #: ``metadata_props`` the export stage stores as JSON text (the rest are plain strings)

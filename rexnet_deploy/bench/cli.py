@@ -108,13 +108,13 @@ def add_check_parser(sub: argparse._SubParsersAction) -> None:
 def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="where the time goes: kernel time and MACs per layer kind",
                        description="Profile ONNX files in ONNX Runtime on the CPU, or OpenVINO IRs with OpenVINO's "
-                                   "per-layer counters, and sum kernel time by layer kind (depthwise, 1×1, "
-                                   "activations, Q/DQ, …) beside each kind's share of the MACs (and, for an IR, "
-                                   "the precision its kernels ran in). Writes profile.json, profile.md and "
-                                   "profile.png to --out.")
+                                   "per-layer counters (each file through its runner's per-layer profiler), and "
+                                   "sum kernel time by layer kind (depthwise, 1×1, activations, Q/DQ, …) beside "
+                                   "each kind's share of the MACs and the precision its kernels ran in. Writes "
+                                   "profile.json, profile.md and profile.png to --out.")
     p.add_argument("model", nargs="+", help="ONNX files (FP32, FP16 or INT8 Q/DQ) or OpenVINO IRs (.xml)")
-    p.add_argument("--mode", help="an engine runner's mode, as a bench row's `mode:` (OpenVINO: bf16 or defaults; "
-                                  "default: none, the tool's own settings)")
+    p.add_argument("--mode", help="the runner's mode, as a bench row's `mode:` (OpenVINO: bf16 or defaults; "
+                                  "ONNX Runtime: defaults; default: none, the tool's own settings)")
     add_batch_arg(p, "what the layers are timed at", 64)
     add_threads_arg(p)
     p.add_argument("--runs", type=int, default=20, help="profiled runs after 5 warm-up runs (default 20)")
