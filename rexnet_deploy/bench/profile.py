@@ -47,8 +47,8 @@ def profile_file(path: str | Path, batch: int = 64, threads: int = 2, runs: int 
     """Layer time by kind for a model file whose runner has a per-layer profiler, in the runner's ``mode``.
 
     Beside each kind's time and MAC share: the precisions its kernels computed in, by share of its time.
-    MACs count the layers whose records carry them (the convolutions and the classifier, where the runtime
-    kept their model names through fusing).
+    MACs count the records that carry them (the convolutions and the classifier, where the runner can tell).
+    A runner without a per-layer profiler refuses in one line (``Runner.profile_layers``).
     """
     backend = backend_for(path)
     if mode and mode not in backend.runner_modes():
