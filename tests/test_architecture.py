@@ -211,3 +211,18 @@ def test_runtime_modules_import_base_and_common_never_each_other():
                if path.name not in ("__init__.py", "record.py")}
     assert "rexnet_deploy.backends.common" in imports
     assert not runtime_imports(imports, runtime)
+
+
+def test_no_lazy_export_is_named_like_a_module_of_its_package():
+    """A package attribute named like one of its modules is replaced by that module once anything imports it
+    (``from rexnet_deploy.train import fit`` gave the module ``train/fit.py`` after a test had imported it)."""
+    import importlib
+
+    clashes = []
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        package = importlib.import_module(_module_name(init))
+        if "__getattr__" not in vars(package):
+            continue  # names imported eagerly by the __init__ are bound after their module: no clash
+        modules = {p.stem for p in init.parent.glob("*.py")} | {p.name for p in init.parent.iterdir() if p.is_dir()}
+        clashes += [f"{package.__name__}.{name}" for name in getattr(package, "__all__", []) if name in modules]
+    assert not clashes

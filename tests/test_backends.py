@@ -127,6 +127,10 @@ def test_the_commands_reach_a_backend_added_to_the_table_alone(fake_backend, sma
         with pytest.raises(SystemExit):
             main(["build", "--help"])
         assert "--copies COPIES" in capsys.readouterr().out
+        with pytest.raises(SystemExit):
+            main(["export", "--help"])
+        # export's --engines lists every engine backend of the table, the ones built from the checkpoint too
+        assert "openvino,tensorrt,executorch,fakeort" in " ".join(capsys.readouterr().out.split())
         out = tmp_path / "cli.fakeonnx"
         assert main(["build", str(small_onnx), "--backend", "fakeort", "--out", str(out), "--copies", "3",
                      "--parity-images", "8", "--no-progress"]) == 0

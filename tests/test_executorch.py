@@ -79,8 +79,7 @@ class TinyNet(nn.Module):
 
 def test_the_table_row_builds_from_the_checkpoint():
     """The row says "engine built from the torch model": the bundle builds it, `rexnet-deploy build` does not."""
-    from rexnet_deploy.backends import backend_for, builders
-    from rexnet_deploy.bundle.bundle import engine_backends
+    from rexnet_deploy.backends import backend_for, builders, engine_backends
 
     row = get_backend(ET)
     assert row.role == "engine" and row.builds_from_checkpoint and not row.builds_from_onnx

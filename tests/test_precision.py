@@ -144,12 +144,25 @@ def _compiled_directly(path, batch: int, config: dict):
 
 
 def test_openvino_compiles_each_batch_static_with_its_hint_and_the_optimal_number_of_requests(random_rexnet,
-                                                                                               tmp_path):
+                                                                                               tmp_path, monkeypatch):
     jsonschema = pytest.importorskip("jsonschema")
+    from rexnet_deploy.backends.openvino import OpenVinoRunner
+
+    held: list[list[int]] = []  # the batch sizes the runner holds compiled after each compile
+    compile_batch = OpenVinoRunner._for_batch
+
+    def recording(self, shape):
+        entry = compile_batch(self, shape)
+        held.append(sorted(s[0] for s in self._compiled))
+        return entry
+
+    monkeypatch.setattr(OpenVinoRunner, "_for_batch", recording)
     suite = _suite(tmp_path, [{"name": "openvino-fp32", "engine": str(random_rexnet["xml"])}])
     suite["threads"] = 2
     suite["batches"] = [1, 2, 8]
     results = _run(tmp_path, suite, "res")
+    # the bench releases each batch size's compiled model before the next: a group's rows are all open at once
+    assert {tuple(h) for h in held} == {(64,), (1,), (2,), (8,)}
     jsonschema.validate(results, json.loads(SCHEMA_PATH.read_text()))
     row = results["rows"][0]
     assert row["status"] == "ok", row["reason"]
@@ -297,8 +310,9 @@ def test_a_speed_only_group_sees_resized_images_of_its_own_preprocessing(tmp_pat
 def test_the_speed_cpu_suite_is_package_data_and_names_every_precision_and_the_peers():
     suite = load_suite("speed-cpu")
     groups = {g.name: g for g in suite.groups}
-    assert set(groups) == {"tiny-cifar-0.5", "tiny-cifar-0.5-random", "rexnet_100-224", "rexnet_lite_100-224",
-                           "pipeline-pruned"}
+    families = ("rexnet_100", "rexnet_lite_100")
+    assert set(groups) == {"tiny-cifar-0.5", "tiny-cifar-0.5-random", "pipeline-pruned",
+                           *(f"{f}-224{part}" for f in families for part in ("", "-w0.5", "-macs0.5"))}
     assert {1, 16, 64} <= set(suite.batches)  # latency, the 224 models' batch, the 32×32 models'
     trained = {a.name: a for a in groups["tiny-cifar-0.5"].artifacts}
     assert {"openvino-default", "ort-default", "torch-fp32", "torch-bf16", "ort-fp32", "ort-int8", "openvino-fp32",
@@ -309,18 +323,20 @@ def test_the_speed_cpu_suite_is_package_data_and_names_every_precision_and_the_p
     assert trained["openvino-int8-bf16"].mode == "bf16" and trained["openvino-int8-bf16"].precision == "int8"
     assert groups["tiny-cifar-0.5"].preprocess is None
     assert groups["tiny-cifar-0.5-random"].eval_images == SPEED_ONLY_IMAGES
-    for name in ("rexnet_100-224", "rexnet_lite_100-224"):  # every precision, both prunes and the peers at 224
-        group = groups[name]
-        rows = {a.name: a for a in group.artifacts}
-        assert group.preprocess.size == 224
+    for family in families:  # every precision, both prunes and the peers at 224
+        rows = {a.name: a for a in groups[f"{family}-224"].artifacts}
+        assert groups[f"{family}-224"].preprocess.size == 224
         assert {"openvino-default", "ort-default", "ort-fp32", "ort-int8", "openvino-fp32", "openvino-bf16",
                 "openvino-int8", "openvino-int8-pointwise", "openvino-int8-pointwise-bf16", "executorch-fp32",
                 "executorch-int8"} <= set(rows)
-        for prune in ("w0.5", "macs0.5"):
-            assert {f"{prune}-openvino-default", f"{prune}-openvino-int8-pointwise", f"{prune}-executorch-int8"} \
-                <= set(rows)
         assert "int8-nncf-pointwise" in rows["openvino-int8-pointwise"].path.name
-        assert "224" in str(rows["w0.5-openvino-default"].path.parent)
+        for prune in ("w0.5", "macs0.5"):  # each prune in a group of its own, against the unpruned model's peer
+            group = groups[f"{family}-224-{prune}"]
+            pruned = {a.name: a for a in group.artifacts}
+            assert group.preprocess.size == 224 and pruned["openvino-default"] == rows["openvino-default"]
+            assert {f"{prune}-openvino-default", f"{prune}-openvino-int8-pointwise", f"{prune}-executorch-int8"} \
+                <= set(pruned)
+            assert f"{prune}-224" in str(pruned[f"{prune}-openvino-default"].path.parent)
     # the pruned model's rows are measured against the unpruned source's FP32 ONNX in OpenVINO
     pruned = {a.name: a for a in groups["pipeline-pruned"].artifacts}
     reference = pruned["openvino-default"]

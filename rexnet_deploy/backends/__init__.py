@@ -46,6 +46,11 @@ def builders() -> list[Backend]:
     return [b for b in BACKENDS.values() if b.builds_from_onnx]
 
 
+def engine_backends() -> list[Backend]:
+    """The backends a bundle builds engines with, in table order: from its ONNX files or from the torch model."""
+    return [b for b in BACKENDS.values() if b.builds_from_onnx or b.builds_from_checkpoint]
+
+
 def backend_for(path: str | Path, role: str | None = None) -> Backend:
     """The backend that runs ``path``, by its suffix; ``role`` (how a suite row names it) breaks a tie."""
     suffix = Path(path).suffix.lower()
@@ -102,5 +107,5 @@ def artifact_size_bytes(path: str | Path) -> int | None:
 
 
 __all__ = ["BACKENDS", "ROLES", "ArtifactRecord", "Backend", "BuildOption", "Runner", "RuntimeUnavailable",
-           "TargetLayout", "artifact_size_bytes", "backend_for", "builders", "evaluate", "get_backend", "int8_layouts",
-           "open_runner", "read_artifact", "side_files", "build_result", "topk_correct"]
+           "TargetLayout", "artifact_size_bytes", "backend_for", "builders", "engine_backends", "evaluate",
+           "get_backend", "int8_layouts", "open_runner", "read_artifact", "side_files", "build_result", "topk_correct"]

@@ -237,6 +237,11 @@ class Runner(abc.ABC):
         """
         raise UserError(f"{self.backend} has no per-layer profiler in rexnet-deploy: profile the ONNX file instead")
 
+    def release(self) -> None:
+        """Drop what was built for the batch sizes run so far (compiled models and their requests); the next call
+        builds what it needs again. A bench keeps every row of a group open at once, so each holds only the batch
+        size being timed (a runner that builds nothing per batch size holds nothing to drop)."""
+
     def close(self) -> None:
         """Free the runtime's resources."""
 

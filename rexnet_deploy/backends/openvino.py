@@ -613,9 +613,12 @@ class OpenVinoRunner(Runner):
                  "precision": KERNEL_PRECISION.get(layer["kernel"].rsplit("_", 1)[-1].lower(), "other")}
                 for layer in layers]
 
-    def close(self) -> None:
+    def release(self) -> None:
         self.wait_all()
-        self._compiled.clear()
+        self._compiled.clear()  # ~0.2 GB per batch size for rexnet_100 at 224; `compiled_for` keeps the facts
+
+    def close(self) -> None:
+        self.release()
 
     def describe(self) -> dict:
         import openvino as ov

@@ -32,7 +32,17 @@ from ..artifacts import (
     write_json,
     write_manifest,
 )
-from ..backends import BACKENDS, Backend, Runner, build_result, evaluate, get_backend, open_runner, read_artifact
+from ..backends import (
+    BACKENDS,
+    Backend,
+    Runner,
+    build_result,
+    engine_backends,
+    evaluate,
+    get_backend,
+    open_runner,
+    read_artifact,
+)
 from ..data import (
     DataSplit,
     ImageDataset,
@@ -230,11 +240,6 @@ def _file_entry(path: Path, backend: str, variant: str, parity: dict, accuracy: 
             "size_bytes": size,
             "sha256": manifest["sha256"], "manifest": manifest_path(path).name, "parity": parity,
             "accuracy": accuracy, **({"note": manifest["note"]} if manifest.get("note") else {})}
-
-
-def engine_backends() -> list[Backend]:
-    """The backends a bundle builds engines with, in table order: from its ONNX files or from the torch model."""
-    return [b for b in BACKENDS.values() if b.builds_from_onnx or b.builds_from_checkpoint]
 
 
 def engines_available() -> tuple[list[str], dict[str, str]]:
@@ -721,5 +726,5 @@ def read_bundle(out_dir: str | Path) -> dict[str, Any]:
 
 __all__ = ["AUTO", "DEFAULT_DEPLOY_BATCH", "DEFAULT_MODEL", "DEFAULT_WIDTH", "PRECISIONS", "BundleRequest",
            "ExportSource", "bundle_markdown",
-           "engine_backends", "engines_available", "export_bundle", "load_source", "read_bundle", "summary_rows"]
+           "engines_available", "export_bundle", "load_source", "read_bundle", "summary_rows"]
 

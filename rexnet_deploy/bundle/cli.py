@@ -23,7 +23,7 @@ from ..cli_args import (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..backends import builders
+    from ..backends import engine_backends
 
     p = sub.add_parser("export", help="export a ReXNet to a bundle: ONNX (fp32/fp16/int8) + engines, parity-checked",
                        description="Export a ReXNet (default: rexnet_tiny_cifar width 0.5) into a bundle folder: "
@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     p.add_argument("--engines", default="auto",
                    help=f"engines to build: auto (all this machine can), none, or a list of "
-                        f"{','.join(b.name for b in builders())} (default auto)")
+                        f"{','.join(b.name for b in engine_backends())} (default auto)")
     p.add_argument("--parity-images", type=int, default=128, help="test images the parity checks use (default 128)")
     add_eval_images_arg(p, 2000, zero_skips=True)
     p.add_argument("--embed-preprocess", action="store_true",

@@ -7,9 +7,9 @@ fine-tuning after pruning and the experiments all call it.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "build_model": ".fit",
-    "fit": ".fit",
-    "fit_stage": ".fit",
+    "build_model": ".fitting",
+    "fit": ".fitting",
+    "fit_stage": ".fitting",
     "Recipe": ".recipe",
     "list_recipes": ".recipe",
     "load_recipe": ".recipe",

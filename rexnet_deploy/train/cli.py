@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import load_datasets
     from ..report import format_table
-    from .fit import fit
+    from .fitting import fit
     from .pretrained import pretrained_recipe
     from .recipe import list_recipes, load_recipe
     from .trainer import Distillation, TrainRequest, check_distillation, distributed_env
