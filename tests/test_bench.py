@@ -501,7 +501,9 @@ def test_a_starved_row_is_warned_about_and_small_ratios_keep_their_digits():
 
     calm = {"batch": 4, "ms": {"median": 2.0, "p99": 3.0}}
     busy = {"batch": 8, "ms": {"median": 2.0, "p99": 12.0}}
-    results = {"rows": [{"group": "g", "name": "a", "speed": [calm]}, {"group": "g", "name": "b", "speed": [busy]}]}
+    queued = {**busy, "in_flight": 2}  # waits for a free request: near zero, then a whole batch, on any machine
+    results = {"rows": [{"group": "g", "name": "a", "speed": [calm]}, {"group": "g", "name": "b", "speed": [busy]},
+                        {"group": "g", "name": "c", "speed": [queued]}]}
     warnings = starved_rows(results)
     assert len(warnings) == 1 and "g/b at batch 8" in warnings[0] and "6.0×" in warnings[0]
     assert format_table([{"× img/s": 0.0042}]).splitlines()[-1].strip() == "0.0042"  # not 0.00

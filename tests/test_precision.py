@@ -323,6 +323,10 @@ def test_the_speed_cpu_suite_is_package_data_and_names_every_precision_and_the_p
     assert trained["openvino-int8-bf16"].mode == "bf16" and trained["openvino-int8-bf16"].precision == "int8"
     assert groups["tiny-cifar-0.5"].preprocess is None
     assert groups["tiny-cifar-0.5-random"].eval_images == SPEED_ONLY_IMAGES
+    # a speed-only group's preprocess is the contract its files record (bench refuses every row otherwise)
+    from rexnet_deploy.data.datasets import FASHION_MNIST_PREPROCESS
+
+    assert groups["tiny-cifar-0.5-random"].preprocess.matches(FASHION_MNIST_PREPROCESS)
     for family in families:  # every precision, both prunes and the peers at 224
         rows = {a.name: a for a in groups[f"{family}-224"].artifacts}
         assert groups[f"{family}-224"].preprocess.size == 224
