@@ -112,12 +112,14 @@ def pick_recommended(candidates: Sequence[Mapping[str, Any]], budget_points: flo
 
 
 def measure_candidates(files: Sequence[CandidateFile], dataset: Any, deploy_batch: int, *, threads: int = 2,
-                       timing: Any = None, eval_images: int | None = None, eval_batch: int = 256,
+                       timing: Any = None, eval_images: int | None = None, eval_batch: int | None = None,
                        progress: bool = False) -> list[dict[str, Any]]:
     """Top-1 and img/s at ``deploy_batch`` of each file, one row each, measured here as ``bench`` measures.
 
     Each file is opened through the backend table (``open_runner``) and evaluated on ``dataset`` (the first
-    ``eval_images`` images, all by default); then all of them are timed on real images at ``deploy_batch``
+    ``eval_images`` images, all by default, ``eval_batch`` per call: by default the deploy batch, the shape then
+    timed, since every candidate stays open until all are timed: at 256 per call, rexnet_lite_100's candidates at
+    224 held several GB each and ran out of 24 GB); then all of them are timed on real images at ``deploy_batch``
     in turns (``bench.harness.time_interleaved``, the bench's warm-up and step timing; ``timing``: a
     :class:`rexnet_deploy.bench.timing.Timing`, its defaults if None), so the machine's drift cannot decide
     the pick. A runtime that cannot run here gives a ``skipped`` row with the reason ("no native BF16 on
@@ -146,7 +148,8 @@ def measure_candidates(files: Sequence[CandidateFile], dataset: Any, deploy_batc
                 options = {"mode": cand.mode} if cand.mode else {}
                 runner = stack.enter_context(open_runner(cand.path, threads=threads, role=cand.role, **options))
                 row["precision"] = runner.precision
-                accuracy = evaluate(runner, dataset, batch_size=eval_batch, limit=eval_images, progress=progress)
+                accuracy = evaluate(runner, dataset, batch_size=eval_batch or int(deploy_batch), limit=eval_images,
+                                    progress=progress)
                 row.update(top1=accuracy["top1"], top5=accuracy["top5"], num_images=accuracy["num_images"])
                 live.append((row, runner))
             except Exception as exc:
